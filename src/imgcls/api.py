@@ -1,0 +1,326 @@
+"""The Python API: train, evaluate, predict, load. The CLI is a thin layer over these four calls."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgcls.atomic import write_json_atomic, write_text_atomic
+from imgcls.config import Config, build_config, config_from_dict, default_data_root, flat_to_sections
+from imgcls.console import get_console, warn
+from imgcls.errors import ImgclsError
+from imgcls.runs import create_run_dir, default_run_name, weights_path
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    metrics: dict[str, dict]  # split -> metrics
+    best_epoch: int | None
+    epochs_run: int
+    wall_time_s: float
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # torch.nn.Module in eval mode
+    name: str
+    class_names: list[str]
+    in_chans: int
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights_file: Path
+    run_dir: Path | None
+    config: Config | None
+
+
+# --- train ---
+
+def train(config: Config | str | None = None, resume: str | Path | None = None, **overrides) -> TrainOutcome:
+    """Train a classifier; returns the run folder and the final metrics.
+
+    `config` is a Config, or a dataset (folder or built-in name) with flat overrides such as
+    `train("fashion-mnist", model="resnet18", epochs=2)`. `resume` continues a run from its last epoch.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    if resume is not None:
+        run_dir, config = _resumable_run(Path(resume).expanduser())
+    else:
+        config = _as_config(config, overrides)
+    partial_state = PartialState()
+    if resume is None:
+        default_name = default_run_name(config.data.source, config.model.name)
+        chosen = [None]
+        if partial_state.is_main_process:
+            chosen = [str(create_run_dir(Path(config.train.runs_dir), config.train.name, default_name))]
+        broadcast_object_list(chosen)
+        run_dir = Path(chosen[0])
+    try:
+        return _train_in(run_dir, config, resume is not None, partial_state.is_main_process)
+    except BaseException:
+        if resume is None and partial_state.is_main_process and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was written yet (bad input): leave no empty run folder behind
+        raise
+
+
+def _as_config(config: Config | str | None, overrides: dict) -> Config:
+    if isinstance(config, Config):
+        if overrides:
+            from imgcls.config import apply_overrides, validate
+
+            config = copy.deepcopy(config)
+            apply_overrides(config, flat_to_sections(overrides), "the arguments")
+            validate(config)
+        return config
+    if config is not None:
+        overrides = {"source": config, **overrides}
+    return build_config(overrides=flat_to_sections(overrides))
+
+
+def _resumable_run(run_dir: Path) -> tuple[Path, Config]:
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ImgclsError(f"{run_dir} is not an imgcls run folder (no config.yaml); pass a folder made by "
+                          f"'imgcls train' to --resume")
+    if not (run_dir / "last").is_dir() and not (run_dir / "last.old").is_dir():
+        raise ImgclsError(f"{run_dir} has no saved training state (last/): it stopped before the first epoch "
+                          f"ended; start a new run instead")
+    import yaml
+
+    return run_dir, config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
+
+
+def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool) -> TrainOutcome:
+    import yaml
+
+    from imgcls.data import build_dataset
+    from imgcls.engine.trainer import fit
+
+    console = get_console()
+    data_root = Path(config.data.data_root).expanduser() if config.data.data_root else default_data_root()
+    bundle = build_dataset(config.data, config.train.seed, data_root)
+    if is_main:
+        _report_data_problems(bundle, run_dir)
+    if "train" not in bundle.splits or len(bundle.splits["train"]) == 0:
+        raise ImgclsError(f"no readable training images in {config.data.source}; see skipped.txt in {run_dir}")
+    if "val" not in bundle.splits:
+        warn("no validation split (--val-split 0 and no val/ folder): the last epoch is kept as best")
+    model = _create_checked_model(config, bundle)
+    mean, std = _normalization(model, bundle.channels)
+    metadata = {"model": config.model.name, "num_classes": len(bundle.class_names), "in_chans": bundle.channels,
+                "img_size": bundle.img_size, "class_names": bundle.class_names, "mean": list(mean),
+                "std": list(std), "imgcls_version": __version__}
+    if not resume:
+        _record_resolved_values(config, bundle)
+    if is_main and not resume:
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_json_atomic(run_dir / "classes.json", bundle.class_names)
+        _print_data_summary(bundle, config, run_dir)
+    loaders, generator = _make_loaders(bundle, config, mean, std)
+    result = fit(model, loaders, config, run_dir, metadata, bundle.class_names, resume=resume,
+                 shuffle_generator=generator)
+    if is_main:
+        write_json_atomic(run_dir / "metrics.json", result.final_metrics)
+        from imgcls.report.tables import print_metrics
+
+        if result.final_metrics:
+            print_metrics(result.final_metrics, title=f"metrics of the best epoch ({result.best_epoch})")
+        console.print(f"run folder: [bold]{run_dir}[/bold]")
+    return TrainOutcome(run_dir, result.final_metrics, result.best_epoch, len(result.history), result.wall_time_s)
+
+
+def _record_resolved_values(config: Config, bundle) -> None:
+    """Write the values chosen automatically into the config, so config.yaml reproduces the run."""
+    from imgcls.config import resolved_lr, resolved_weight_decay
+
+    config.data.img_size = bundle.img_size
+    config.data.channels = bundle.channels
+    config.optim.lr = resolved_lr(config.optim, config.train.batch_size)
+    config.optim.weight_decay = resolved_weight_decay(config.optim)
+
+
+def _report_data_problems(bundle, run_dir: Path) -> None:
+    for message in bundle.warnings:
+        warn(message)
+    if bundle.skipped:
+        lines = [f"{path}\t{reason}" for path, reason in sorted(bundle.skipped)]
+        write_text_atomic(run_dir / "skipped.txt", "\n".join(lines) + "\n")
+        shown = "; ".join(f"{Path(path).name} ({reason})" for path, reason in sorted(bundle.skipped)[:3])
+        more = f" and {len(bundle.skipped) - 3} more" if len(bundle.skipped) > 3 else ""
+        warn(f"skipped {len(bundle.skipped)} unreadable image(s): {shown}{more}; listed in {run_dir}/skipped.txt")
+
+
+def _print_data_summary(bundle, config: Config, run_dir: Path) -> None:
+    sizes = ", ".join(f"{split} {len(data)}" for split, data in bundle.splits.items())
+    get_console().print(
+        f"data: {bundle.source} — {len(bundle.class_names)} classes, {sizes} images, "
+        f"{bundle.img_size}px, {bundle.channels} channel(s)\nmodel: {config.model.name}   run: {run_dir}"
+    )
+
+
+def _create_checked_model(config: Config, bundle):
+    """Create the model and prove one forward pass works at the chosen image size."""
+    import torch
+
+    from imgcls.models import create_model
+
+    model_cfg = config.model
+    model = create_model(model_cfg.name, num_classes=len(bundle.class_names), in_chans=bundle.channels,
+                         img_size=bundle.img_size, pretrained=model_cfg.pretrained, weights=model_cfg.weights,
+                         drop_rate=model_cfg.drop_rate, drop_path_rate=model_cfg.drop_path_rate)
+    _check_input_size(model, model_cfg.name, bundle.channels, bundle.img_size)
+    return model
+
+
+def _check_input_size(model, name: str, channels: int, img_size: int) -> None:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, img_size, img_size))
+    except (RuntimeError, ValueError, AssertionError) as error:
+        first = str(error).strip().splitlines()[0][:140] if str(error).strip() else type(error).__name__
+        raise ImgclsError(f"image size {img_size} does not work with {name} ({first}); use a larger --img-size "
+                          f"(e.g. 32 or 224) or another --model") from None
+    finally:
+        model.train(was_training)
+
+
+def _normalization(model, channels: int):
+    from imgcls.data.transforms import default_normalization
+    from imgcls.models.registry import default_normalization_of
+
+    found = default_normalization_of(model)
+    if found is None:
+        return default_normalization(channels)
+    mean, std = found
+    if len(mean) != channels:  # a 3-channel pretrained config on 1-channel data: average it
+        mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+    return tuple(mean), tuple(std)
+
+
+def _make_loaders(bundle, config: Config, mean, std):
+    from imgcls.data.loader import TensorImageDataset, make_loader
+    from imgcls.data.transforms import train_transform
+
+    batch_size, workers, seed = config.train.batch_size, config.data.workers, config.train.seed
+    augment = train_transform(config.data.augment, bundle.img_size, config.data.hflip and bundle.hflip_ok)
+    train_set = TensorImageDataset(bundle.splits["train"], mean, std, augment)
+    train_loader = make_loader(train_set, batch_size, shuffle=True, workers=workers, seed=seed,
+                               drop_last=len(train_set) > batch_size)
+    loaders = {"train": train_loader}
+    for split in ("val", "test"):
+        if split in bundle.splits and len(bundle.splits[split]):
+            dataset = TensorImageDataset(bundle.splits[split], mean, std)
+            loaders[split] = make_loader(dataset, batch_size * 2, shuffle=False, workers=min(workers, 1), seed=seed)
+    return loaders, train_loader.generator
+
+
+# --- load ---
+
+def load(run: str | Path) -> LoadedModel:
+    """A trained model from a run folder (or its best.safetensors), in eval mode, with its classes."""
+    from imgcls.engine.checkpoint import load_weights_into, read_metadata
+    from imgcls.models import create_model
+
+    weights = weights_path(run)
+    meta = read_metadata(weights)
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"],
+                         img_size=meta["img_size"])
+    load_weights_into(model, weights)
+    model.eval()
+    run_dir = weights.parent if (weights.parent / "config.yaml").is_file() else None
+    config = None
+    if run_dir is not None:
+        import yaml
+
+        config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
+    return LoadedModel(model, meta["model"], list(meta["class_names"]), int(meta["in_chans"]),
+                       int(meta["img_size"]), tuple(meta["mean"]), tuple(meta["std"]), weights, run_dir, config)
+
+
+# --- evaluate ---
+
+def evaluate(run: str | Path, data: str | None = None, split: str | None = None, batch_size: int = 128,
+             workers: int = 1, data_root: str | None = None, precision: str = "auto") -> dict:
+    """Metrics of a trained model on a split of any dataset; written to RUN/eval/<data>-<split>/metrics.json.
+
+    With no `data`, the run's own dataset is used (test split if it has one, else val). A class-per-folder
+    dataset other than the training one is evaluated whole (split "all").
+    """
+    from imgcls.config import DataConfig
+    from imgcls.data import build_dataset
+    from imgcls.data.loader import TensorImageDataset, make_loader
+    from imgcls.engine.evaluate import collect_logits, make_accelerator, resolve_precision
+    from imgcls.metrics import compute_metrics
+
+    loaded = load(run)
+    train_data = loaded.config.data if loaded.config is not None else DataConfig()
+    data_cfg = copy.deepcopy(train_data)
+    data_cfg.source = data or train_data.source
+    if not data_cfg.source:
+        raise ImgclsError("this checkpoint has no run folder to take the dataset from; pass DATA")
+    if data_root is not None:
+        data_cfg.data_root = data_root
+    data_cfg.max_per_class = None if data else train_data.max_per_class
+    same_data = _same_source(data_cfg.source, train_data.source)
+    seed = loaded.config.train.seed if loaded.config is not None else 0
+    root = Path(data_cfg.data_root).expanduser() if data_cfg.data_root else default_data_root()
+    bundle = build_dataset(data_cfg, seed, root, class_names=loaded.class_names, channels=loaded.in_chans,
+                           img_size=loaded.img_size, whole=not same_data)
+    for message in bundle.warnings:
+        warn(message)
+    if bundle.skipped:
+        warn(f"skipped {len(bundle.skipped)} unreadable image(s), e.g. {bundle.skipped[0][0]}")
+    available = list(bundle.splits)
+    if split is None:
+        split = next((name for name in ("test", "val", "all") if name in bundle.splits), available[0])
+    if split not in bundle.splits:
+        raise ImgclsError(f"{data_cfg.source} has no '{split}' split; choose one of {', '.join(available)}")
+    dataset = TensorImageDataset(bundle.splits[split], loaded.mean, loaded.std)
+    accelerator = make_accelerator(resolve_precision(precision))
+    loader = accelerator.prepare(make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=seed))
+    model = accelerator.prepare(loaded.model)
+    logits, labels = collect_logits(accelerator, model, loader)
+    metrics = compute_metrics(logits, labels, loaded.class_names)
+    metrics["split"] = split
+    if loaded.run_dir is not None and accelerator.is_main_process:
+        out_dir = loaded.run_dir / "eval" / default_run_name(data_cfg.source, split)
+        write_json_atomic(out_dir / "metrics.json", {split: metrics})
+        metrics["written_to"] = str(out_dir / "metrics.json")
+    return metrics
+
+
+def _same_source(a: str, b: str) -> bool:
+    from imgcls.data.builtin import builtin_name
+
+    if not b:
+        return False
+    path_a, path_b = Path(a).expanduser(), Path(b).expanduser()
+    if path_a.exists() and path_b.exists():
+        return path_a.resolve() == path_b.resolve()
+    return builtin_name(a) is not None and builtin_name(a) == builtin_name(b)
+
+
+# --- predict ---
+
+def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64) -> list[dict]:
+    """Top-k classes for every image file (folders are searched recursively); batched.
+
+    Returns one dict per file: {"path", "predictions": [{"class", "probability"}, ...]} or {"path", "error"}.
+    """
+    from imgcls.predict import predict_files
+
+    loaded = run if isinstance(run, LoadedModel) else load(run)
+    return predict_files(loaded.model, inputs, loaded.class_names, loaded.img_size, loaded.in_chans,
+                         loaded.mean, loaded.std, topk=topk, batch_size=batch_size)
+

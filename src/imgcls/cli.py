@@ -1,0 +1,186 @@
+"""The command line: parse arguments, call the Python API, print. Imports nothing heavy at start-up."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from imgcls.errors import ImgclsError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the problem and where to read more."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_train(commands) -> None:
+    p = commands.add_parser("train", help="train a classifier on a folder or a built-in dataset",
+                            description="Train a classifier. DATA is a folder with one subfolder per class, a "
+                            "folder with train/ val/ [test/], or a built-in name: mnist, fashion-mnist, cifar10, "
+                            "cifar100. Flags override values from --config.")
+    p.add_argument("data", nargs="?", metavar="DATA", help="dataset folder or built-in name")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML config (sections data/model/optim/train)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last saved epoch")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="built-in or timm model name (see 'imgcls models'); default resnet18")
+    g.add_argument("--pretrained", action="store_const", const=True, help="start from timm hub weights (online)")
+    g.add_argument("--weights", metavar="FILE", help="start from local .safetensors/.pth weights")
+    g.add_argument("--drop-rate", type=float, help="dropout before the classifier")
+    g.add_argument("--drop-path-rate", type=float, help="stochastic depth rate (timm models that support it)")
+    g = p.add_argument_group("data")
+    g.add_argument("--img-size", type=int, help="input size in pixels (default: native for built-ins, else 224)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: 1 if all images are gray)")
+    g.add_argument("--val-split", type=float, help="fraction held out for validation (default 0.2)")
+    g.add_argument("--test-split", type=float, help="fraction held out for testing (default 0)")
+    g.add_argument("--augment", help="none | light | standard | strong (default light)")
+    g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no horizontal flips")
+    g.add_argument("--max-per-class", type=int, help="use at most N images per class in each split")
+    g.add_argument("--data-root", help="where built-in datasets are stored (default ~/.cache/imgcls/datasets)")
+    g.add_argument("--workers", type=int, help="data loader worker processes (default 2)")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="per process (default 64)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 for Adam(W), 0.1*bs/256 for SGD)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--optimizer", help="adamw | adam | sgd (default adamw)")
+    g.add_argument("--scheduler", help="cosine | step | onecycle | constant (default cosine)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warmup length, at most a quarter of the run (default 1)")
+    g.add_argument("--step-epochs", type=int, help="step scheduler: decay every N epochs")
+    g.add_argument("--label-smoothing", type=float)
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--precision", help="auto | fp32 | bf16 | fp16 (default auto)")
+    g.add_argument("--monitor", help="val metric that picks the best epoch: accuracy | loss | balanced_accuracy "
+                   "| f1_macro | mcc | roc_auc")
+    g.add_argument("--patience", type=int, help="stop after N epochs without improvement (0 = off)")
+    g.add_argument("--runs-dir", help="parent folder of run folders (default runs)")
+    g.add_argument("--name", help="run folder name (default <data>-<model>, numbered if taken)")
+    p.set_defaults(handler=_run_train)
+
+
+_NOT_OVERRIDES = {"command", "handler", "config", "resume", "data"}
+
+
+def _run_train(args) -> int:
+    from imgcls import api
+    from imgcls.config import build_config, flat_to_sections
+
+    overrides = {key: value for key, value in vars(args).items() if key not in _NOT_OVERRIDES and value is not None}
+    if args.resume:
+        if args.data or args.config or overrides:
+            raise ImgclsError("--resume continues a run with its saved settings; pass only --resume RUN")
+        api.train(resume=args.resume)
+        return 0
+    if args.data is not None:
+        overrides["source"] = args.data
+    config = build_config(args.config, flat_to_sections(overrides))
+    api.train(config)
+    return 0
+
+
+def _add_eval(commands) -> None:
+    p = commands.add_parser("eval", help="metrics of a trained run on any dataset",
+                            description="Evaluate a run on its own data or on any DATA with the same classes.")
+    p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
+    p.add_argument("data", nargs="?", metavar="DATA", help="dataset (default: the run's own)")
+    p.add_argument("--split", help="val | test | all (default: test if present, else val; 'all' for new data)")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--data-root")
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from imgcls import api
+    from imgcls.console import get_console
+    from imgcls.report.tables import print_metrics
+
+    metrics = api.evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size,
+                           workers=args.workers, data_root=args.data_root)
+    split = metrics["split"]
+    print_metrics({split: metrics}, title=f"metrics on {args.data or 'the run data'}, split {split}")
+    if "written_to" in metrics:
+        get_console().print(f"written to {metrics['written_to']}")
+    return 0
+
+
+def _add_predict(commands) -> None:
+    p = commands.add_parser("predict", help="classify image files or folders",
+                            description="Top-k classes for each image; folders are searched recursively.")
+    p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
+    p.add_argument("--topk", type=_positive_int, default=5)
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from imgcls import api
+    from imgcls.report.predictions import print_predictions
+
+    results = api.predict(args.run, args.inputs, topk=args.topk, batch_size=args.batch_size)
+    print_predictions(results, args.format)
+    return 1 if all("error" in result for result in results) else 0
+
+
+def _add_models(commands) -> None:
+    p = commands.add_parser("models", help="list built-in and timm model names",
+                            description="List model names; PATTERN is a shell wildcard such as 'vit_*'.")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN")
+    p.add_argument("--pretrained", action="store_true", help="only timm models with hub weights")
+    p.set_defaults(handler=_run_models)
+
+
+def _run_models(args) -> int:
+    from imgcls.models import builtin_names, list_models
+
+    names = list_models(args.pattern, pretrained=args.pretrained)
+    builtins = set(builtin_names())
+    if not names:
+        raise ImgclsError(f"no model matches '{args.pattern}'; try a wider pattern such as '*{args.pattern}*'")
+    for name in names:
+        print(f"{name}\t(built-in)" if name in builtins else name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The imgcls argument parser with every subcommand."""
+    parser = _Parser(prog="imgcls", description="Train, evaluate and use image classifiers (CNNs and ViTs).")
+    parser.add_argument("--version", action="version", version="imgcls 0.1.0")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train(commands)
+    _add_eval(commands)
+    _add_predict(commands)
+    _add_models(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `imgcls` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except ImgclsError as error:
+        print(f"imgcls {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = " (continue with 'imgcls train --resume RUN')" if args.command == "train" else ""
+        print(f"imgcls {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130

@@ -1,0 +1,256 @@
+"""The typed configuration tree: built once from a YAML file and flags, validated, saved with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgcls.errors import ImgclsError
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "step", "onecycle", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUGMENTS = ("none", "light", "standard", "strong")
+MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc")
+
+
+@dataclass
+class DataConfig:
+    source: str = ""  # a folder, or a built-in name (mnist, fashion-mnist, cifar10, cifar100)
+    data_root: str | None = None  # where built-in datasets are looked for and downloaded to
+    val_split: float = 0.2
+    test_split: float = 0.0
+    img_size: int | None = None  # None: native size for built-ins, 224 for folders
+    channels: int | None = None  # None: 1 when every image is grayscale, else 3
+    augment: str = "light"
+    hflip: bool = True
+    max_per_class: int | None = None  # cap images per class in every split (quick experiments)
+    workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"
+    pretrained: bool = False
+    weights: str | None = None
+    drop_rate: float = 0.0
+    drop_path_rate: float | None = None
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: 1e-3 for Adam(W), 0.1 for SGD; scaled by batch_size / 256 for SGD
+    weight_decay: float | None = None  # None: 0.05 for AdamW, 0 for Adam, 5e-4 for SGD
+    momentum: float = 0.9
+    scheduler: str = "cosine"
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    step_epochs: int = 10
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 42
+    precision: str = "auto"
+    monitor: str = "accuracy"
+    patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
+    runs_dir: str = "runs"
+    name: str | None = None
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, as written to config.yaml."""
+        return dataclasses.asdict(self)
+
+
+def resolved_lr(optim: OptimConfig, batch_size: int) -> float:
+    """The learning rate actually used when none was given."""
+    if optim.lr is not None:
+        return optim.lr
+    if optim.optimizer == "sgd":
+        return 0.1 * batch_size / 256
+    return 1e-3
+
+
+def resolved_weight_decay(optim: OptimConfig) -> float:
+    """The weight decay actually used when none was given."""
+    if optim.weight_decay is not None:
+        return optim.weight_decay
+    return {"adamw": 0.05, "adam": 0.0, "sgd": 5e-4}[optim.optimizer]
+
+
+def _section_fields(section: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(section)}
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> ImgclsError:
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(known)}"
+    return ImgclsError(f"unknown config key '{key}' in {where}{hint}")
+
+
+def _coerce(value: Any, annotation: str, key: str) -> Any:
+    """Convert YAML/flag values to the field's declared type, with a clear error on mismatch."""
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ImgclsError(f"config key '{key}' needs a value")
+    try:
+        if annotation.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1"):
+                    return True
+                if value.lower() in ("false", "no", "0"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if annotation.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = annotation.split(" ")[0]
+        raise ImgclsError(f"config key '{key}' must be {kind}, got {value!r}") from None
+
+
+def apply_overrides(config: Config, values: dict[str, dict[str, Any]], where: str) -> None:
+    """Set `values` ({section: {key: value}}) on `config`, rejecting unknown sections and keys."""
+    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for section_name, section_values in values.items():
+        if section_name not in sections:
+            raise _unknown_key(section_name, list(sections), where)
+        if not isinstance(section_values, dict):
+            raise ImgclsError(f"'{section_name}' in {where} must be a mapping of keys to values")
+        section = sections[section_name]
+        fields = _section_fields(section)
+        for key, value in section_values.items():
+            if key not in fields:
+                raise _unknown_key(key, list(fields), f"{where} section '{section_name}'")
+            setattr(section, key, _coerce(value, str(fields[key].type), f"{section_name}.{key}"))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config YAML file into a nested dict."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImgclsError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        first_line = str(error).splitlines()[0]
+        raise ImgclsError(f"config file {path} is not valid YAML ({first_line}); fix the syntax") from None
+    if not isinstance(values, dict):
+        raise ImgclsError(f"config file {path} must hold a mapping with sections data/model/optim/train")
+    return values
+
+
+def build_config(yaml_path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Defaults, then the YAML file, then flag overrides; validated."""
+    config = Config()
+    if yaml_path is not None:
+        apply_overrides(config, load_yaml(yaml_path), str(yaml_path))
+    if overrides:
+        apply_overrides(config, overrides, "the command line")
+    validate(config)
+    return config
+
+
+def _choice(value: str, choices: tuple[str, ...], flag: str) -> None:
+    if value not in choices:
+        raise ImgclsError(f"{flag} must be one of {', '.join(choices)}, got '{value}'")
+
+
+def validate(config: Config) -> None:
+    """Reject values that cannot work, naming the flag and the accepted range."""
+    data, optim, train = config.data, config.optim, config.train
+    if not data.source:
+        raise ImgclsError("no dataset given; pass a folder of images or a built-in name such as fashion-mnist")
+    if not 0.0 <= data.val_split < 1.0:
+        raise ImgclsError(f"--val-split must be in [0, 1), got {data.val_split}")
+    if not 0.0 <= data.test_split < 1.0:
+        raise ImgclsError(f"--test-split must be in [0, 1), got {data.test_split}")
+    if data.val_split + data.test_split >= 0.9:
+        raise ImgclsError("--val-split plus --test-split leave under 10% of the images for training; lower them")
+    if data.img_size is not None and data.img_size < 8:
+        raise ImgclsError(f"--img-size must be at least 8 pixels, got {data.img_size}")
+    if data.channels not in (None, 1, 3):
+        raise ImgclsError(f"--channels must be 1 or 3, got {data.channels}")
+    if data.max_per_class is not None and data.max_per_class < 1:
+        raise ImgclsError(f"--max-per-class must be at least 1, got {data.max_per_class}")
+    if data.workers < 0:
+        raise ImgclsError(f"--workers must be 0 or more, got {data.workers}")
+    _choice(data.augment, AUGMENTS, "--augment")
+    _choice(optim.optimizer, OPTIMIZERS, "--optimizer")
+    _choice(optim.scheduler, SCHEDULERS, "--scheduler")
+    _choice(train.precision, PRECISIONS, "--precision")
+    _choice(train.monitor, MONITORS, "--monitor")
+    if optim.lr is not None and not optim.lr > 0:
+        raise ImgclsError(f"--lr must be positive, got {optim.lr}")
+    if optim.weight_decay is not None and optim.weight_decay < 0:
+        raise ImgclsError(f"--weight-decay must be 0 or more, got {optim.weight_decay}")
+    if not 0.0 <= optim.label_smoothing < 1.0:
+        raise ImgclsError(f"--label-smoothing must be in [0, 1), got {optim.label_smoothing}")
+    if optim.warmup_epochs < 0:
+        raise ImgclsError(f"--warmup-epochs must be 0 or more, got {optim.warmup_epochs}")
+    if optim.step_epochs < 1:
+        raise ImgclsError(f"--step-epochs must be at least 1, got {optim.step_epochs}")
+    if train.epochs < 1:
+        raise ImgclsError(f"--epochs must be at least 1, got {train.epochs}")
+    if train.batch_size < 1:
+        raise ImgclsError(f"--batch-size must be at least 1, got {train.batch_size}")
+    if train.patience < 0:
+        raise ImgclsError(f"--patience must be 0 (off) or more, got {train.patience}")
+    if train.name is not None and (not train.name or "/" in train.name or train.name in (".", "..")):
+        raise ImgclsError(f"--name must be a plain folder name, got '{train.name}'")
+
+
+FLAT_ALIASES = {"model": ("model", "name"), "name": ("train", "name")}
+
+
+def flat_to_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Map flat keys (`epochs=3`, `model="resnet18"`, `img_size=64`) to their config sections."""
+    owners: dict[str, tuple[str, str]] = {}
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory()):
+            owners.setdefault(f.name, (section.name, f.name))
+    owners.update(FLAT_ALIASES)
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key not in owners:
+            raise _unknown_key(key, sorted(owners), "the arguments")
+        section, field_name = owners[key]
+        sections.setdefault(section, {})[field_name] = value
+    return sections
+
+
+def default_data_root() -> Path:
+    """Where built-in datasets live when --data-root is not given: ~/.cache/imgcls/datasets."""
+    return Path.home() / ".cache" / "imgcls" / "datasets"
+
+
+def config_from_dict(values: dict[str, Any], where: str) -> Config:
+    """Rebuild a Config from a saved config.yaml dict."""
+    config = Config()
+    apply_overrides(config, values, where)
+    validate(config)
+    return config

@@ -1,0 +1,229 @@
+"""build_dataset: any DATA argument to decoded, split, labelled uint8 tensors."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgcls.config import DataConfig
+from imgcls.data.builtin import BUILTINS, builtin_name, load_builtin
+from imgcls.data.folders import FileSplit, scan_folder
+from imgcls.data.images import GRAYSCALE_MODES, decode_image, read_mode
+from imgcls.data.split import cap_per_class, stratified_split
+from imgcls.errors import ImgclsError
+
+DEFAULT_FOLDER_IMG_SIZE = 224
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)
+
+
+@dataclass
+class ImageSplit:
+    images: "torch.Tensor"  # (N, C, S, S) uint8  # noqa: F821
+    labels: "torch.Tensor"  # (N,) int64  # noqa: F821
+    paths: list[str] | None = None  # source files, for folders
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class DataBundle:
+    source: str
+    class_names: list[str]
+    channels: int
+    img_size: int
+    hflip_ok: bool
+    splits: dict[str, ImageSplit]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    warnings: list[str] = field(default_factory=list)
+
+    def class_counts(self, split: str) -> list[int]:
+        """Number of images of each class in `split`."""
+        labels = self.splits[split].labels.numpy()
+        return np.bincount(labels, minlength=len(self.class_names)).tolist()
+
+
+def build_dataset(
+    config: DataConfig,
+    seed: int,
+    data_root: Path,
+    class_names: list[str] | None = None,
+    channels: int | None = None,
+    img_size: int | None = None,
+    whole: bool = False,
+) -> DataBundle:
+    """Resolve `config.source`, split it (seeded, stratified) and decode every image once.
+
+    `class_names`, `channels` and `img_size` pin the output to a trained model's; `whole` keeps a
+    class-per-folder dataset as one split named "all" (evaluating a model on new data).
+    """
+    channels = channels or config.channels
+    img_size = img_size or config.img_size
+    source_path = Path(config.source).expanduser()
+    name = None if source_path.exists() else builtin_name(config.source)
+    if name is not None:
+        bundle = _build_builtin(name, config, seed, data_root, channels, img_size)
+    else:
+        bundle = _build_folder(source_path, config, seed, channels, img_size, whole)
+    if class_names is not None:
+        _relabel(bundle, class_names)
+    if config.max_per_class is not None:
+        for split_name, split in bundle.splits.items():
+            keep = cap_per_class(split.labels.numpy(), config.max_per_class, seed)
+            bundle.splits[split_name] = _select(split, keep)
+    return bundle
+
+
+def _select(split: ImageSplit, indices: np.ndarray) -> ImageSplit:
+    import torch
+
+    index = torch.as_tensor(indices, dtype=torch.long)
+    paths = [split.paths[i] for i in indices] if split.paths is not None else None
+    return ImageSplit(split.images[index].contiguous(), split.labels[index], paths)
+
+
+def _relabel(bundle: DataBundle, class_names: list[str]) -> None:
+    """Map the data's labels onto a trained model's class order."""
+    unknown = sorted(set(bundle.class_names) - set(class_names))
+    if unknown:
+        raise ImgclsError(
+            f"class(es) {', '.join(unknown)} in {bundle.source} are not among the model's classes "
+            f"({', '.join(class_names)}); evaluate on data with the same class names"
+        )
+    mapping = np.asarray([class_names.index(name) for name in bundle.class_names], dtype=np.int64)
+    for split in bundle.splits.values():
+        split.labels = split.labels.new_tensor(mapping)[split.labels]
+    bundle.class_names = list(class_names)
+
+
+def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, channels, img_size) -> DataBundle:
+    import torch
+
+    spec = BUILTINS[name]
+    channels = channels or spec.channels
+    img_size = img_size or spec.size
+    warnings = []
+    train_images, train_labels, class_names = load_builtin(name, data_root, train=True)
+    test_images, test_labels, _ = load_builtin(name, data_root, train=False)
+    if config.test_split > 0:
+        warnings.append(f"--test-split is ignored for {name}: its official test set is used")
+    train_index, val_index = stratified_split(train_labels, [config.val_split], seed)
+
+    def to_split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:
+        tensor = _adapt(torch.from_numpy(images), channels, img_size)
+        return ImageSplit(tensor, torch.from_numpy(labels))
+
+    splits = {"train": to_split(train_images[train_index], train_labels[train_index])}
+    if len(val_index):
+        splits["val"] = to_split(train_images[val_index], train_labels[val_index])
+    splits["test"] = to_split(test_images, test_labels)
+    return DataBundle(name, class_names, channels, img_size, spec.hflip_ok, splits, warnings=warnings)
+
+
+def _adapt(images, channels: int, img_size: int):
+    """Change the channel count (gray<->RGB) and resolution of a uint8 image batch."""
+    import torch
+    import torch.nn.functional as F
+
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:  # ITU-R 601 luma, as PIL's convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    if images.shape[-1] != img_size or images.shape[-2] != img_size:
+        resized = F.interpolate(images.float(), size=(img_size, img_size), mode="bilinear", antialias=True)
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+def _build_folder(folder: Path, config: DataConfig, seed: int, channels, img_size, whole: bool) -> DataBundle:
+    scan = scan_folder(folder)
+    splits: dict[str, FileSplit] = {}
+    if "all" in scan.splits and not whole:
+        everything = scan.splits["all"]
+        parts = stratified_split(everything.labels, [config.val_split, config.test_split], seed)
+        for split_name, indices in zip(("train", "val", "test"), parts):
+            if len(indices):
+                splits[split_name] = FileSplit([everything.paths[i] for i in indices], everything.labels[indices])
+    elif "val" not in scan.splits and "train" in scan.splits and not whole and config.val_split > 0:
+        train = scan.splits["train"]
+        train_index, val_index = stratified_split(train.labels, [config.val_split], seed)
+        splits["train"] = FileSplit([train.paths[i] for i in train_index], train.labels[train_index])
+        splits["val"] = FileSplit([train.paths[i] for i in val_index], train.labels[val_index])
+        if "test" in scan.splits:
+            splits["test"] = scan.splits["test"]
+    else:
+        splits = dict(scan.splits)
+
+    workers = max(1, config.workers or os.cpu_count() or 1)
+    skipped: list[tuple[str, str]] = []
+    if channels is None:
+        channels = _detect_channels(splits, workers, skipped)
+    img_size = img_size or DEFAULT_FOLDER_IMG_SIZE
+    bad = {path for path, _ in skipped}
+    decoded = {}
+    for split_name, split in splits.items():
+        keep = [i for i, path in enumerate(split.paths) if str(path) not in bad]
+        split = FileSplit([split.paths[i] for i in keep], split.labels[keep])
+        decoded[split_name] = _decode_split(split, img_size, channels, workers, skipped)
+    return DataBundle(str(folder), scan.class_names, channels, img_size, True, decoded, skipped, scan.warnings)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _detect_channels(splits: dict[str, FileSplit], workers: int, skipped: list[tuple[str, str]]) -> int:
+    """1 when every image is grayscale, else 3; files whose header cannot be read are skipped."""
+    paths = [path for split in splits.values() for path in split.paths]
+
+    def mode_of(path: Path) -> str | None:
+        try:
+            return read_mode(path)
+        except _DECODE_ERRORS as error:
+            skipped.append((str(path), _describe(error)))
+            return None
+
+    with ThreadPoolExecutor(workers) as pool:
+        modes = {mode for mode in pool.map(mode_of, paths) if mode is not None}
+    return 1 if modes and modes <= GRAYSCALE_MODES else 3
+
+
+def _decode_split(split: FileSplit, img_size: int, channels: int, workers: int, skipped) -> ImageSplit:
+    """Decode every file once into one uint8 tensor; unreadable files are skipped and recorded."""
+    import torch
+
+    from imgcls.console import get_console
+
+    images = torch.empty((len(split.paths), channels, img_size, img_size), dtype=torch.uint8)
+    ok = np.zeros(len(split.paths), dtype=bool)
+
+    def decode_into(index: int) -> None:
+        try:
+            images[index] = torch.from_numpy(decode_image(split.paths[index], img_size, channels))
+            ok[index] = True
+        except _DECODE_ERRORS as error:
+            skipped.append((str(split.paths[index]), _describe(error)))
+
+    console = get_console()
+    with ThreadPoolExecutor(workers) as pool:
+        if len(split.paths) >= 2000 and console.is_terminal:
+            from rich.progress import track
+
+            list(track(pool.map(decode_into, range(len(split.paths))), total=len(split.paths),
+                       description="decoding images", console=console, transient=True))
+        else:
+            list(pool.map(decode_into, range(len(split.paths))))
+    keep = np.flatnonzero(ok)
+    index = torch.as_tensor(keep, dtype=torch.long)
+    return ImageSplit(
+        images[index].contiguous(),
+        torch.as_tensor(split.labels[keep], dtype=torch.long),
+        [str(split.paths[i]) for i in keep],
+    )

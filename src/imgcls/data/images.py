@@ -1,0 +1,85 @@
+"""Decode one image file of any common format and mode into a square uint8 array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def is_image_file(path: Path) -> bool:
+    """A visible file with an image extension, in any case."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def read_mode(path: Path) -> str:
+    """The image's PIL mode from its header alone; raises on files that are not images."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.mode
+
+
+def _high_bit_depth_to_8bit(image):
+    """16-bit, 32-bit integer and float images scaled to 0..255 (PIL's own convert clips instead)."""
+    from PIL import Image
+
+    array = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        scaled = array.astype(np.float32) / 257.0
+    elif image.mode == "F" and 0.0 <= float(array.min()) and float(array.max()) <= 1.0:
+        scaled = array.astype(np.float32) * 255.0
+    elif image.mode == "I" and 0 <= int(array.min()) and int(array.max()) <= 255:
+        scaled = array.astype(np.float32)
+    else:  # arbitrary range: stretch to the full 8-bit range
+        low, high = float(array.min()), float(array.max())
+        scaled = (array.astype(np.float32) - low) * (255.0 / max(high - low, 1e-12))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def _flatten_alpha(image):
+    """Composite transparent images onto white, as a viewer would show them."""
+    from PIL import Image
+
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_channels(image, channels: int):
+    """Convert a PIL image of any mode to 'L' (channels=1) or 'RGB' (channels=3)."""
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        image = _high_bit_depth_to_8bit(image)
+    elif mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info):
+        image = _flatten_alpha(image)
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """Decode, apply EXIF orientation, convert mode, resize the short side to `size` and center-crop.
+
+    Returns a (channels, size, size) uint8 array. Raises OSError/ValueError/SyntaxError on broken files.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        if image.format == "JPEG" and image.mode in ("RGB", "L"):
+            image.draft(image.mode, (size, size))  # let libjpeg decode at a reduced scale: much faster
+        image = ImageOps.exif_transpose(image)
+        image = to_channels(image, channels)
+        width, height = image.size
+        side = min(width, height)
+        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+        # reducing_gap: shrink by an integer factor first (fast), then resample with antialiasing
+        image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+        array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[None]
+    else:
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array)

@@ -1,0 +1,55 @@
+"""Datasets over decoded uint8 tensors, fetched a whole batch at a time."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from imgcls.data.build import ImageSplit
+from imgcls.data.transforms import normalize_batch
+
+
+class TensorImageDataset(Dataset):
+    """Indexable decoded images; `__getitems__` returns a normalized float batch and its labels."""
+
+    def __init__(self, split: ImageSplit, mean, std, transform=None):
+        self.images = split.images
+        self.labels = split.labels
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int):
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]):
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        if self.transform is not None:
+            images = torch.stack([self.transform(image) for image in images])
+        return normalize_batch(images, self.mean, self.std), self.labels[index]
+
+
+def _batch_as_is(batch):
+    """The dataset already returns a collated batch."""
+    return batch
+
+
+def make_loader(dataset: TensorImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader that fetches whole batches from `dataset` (workers run the augmentation)."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=_batch_as_is,
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )

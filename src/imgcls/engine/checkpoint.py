@@ -1,0 +1,82 @@
+"""Checkpoints: best weights as safetensors with metadata, and the full resumable state under last/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from imgcls.atomic import write_atomic, write_json_atomic
+from imgcls.errors import ImgclsError
+
+METADATA_KEY = "imgcls"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def save_weights(model, path: Path, metadata: dict) -> None:
+    """Write the model's weights (shared tensors de-duplicated) and our metadata, atomically."""
+    from safetensors.torch import save_model
+
+    write_atomic(path, lambda tmp: save_model(model, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)}))
+
+
+def read_metadata(path: Path) -> dict:
+    """The imgcls metadata (model name, classes, image size, normalization) of a weights file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+    except Exception as error:  # safetensors' own error type for a damaged header
+        raise ImgclsError(f"{path} is not a readable imgcls checkpoint ({error}); train a run first") from None
+    if raw is None:
+        raise ImgclsError(f"{path} has no imgcls metadata; it was not written by 'imgcls train'")
+    return json.loads(raw)
+
+
+def load_weights_into(model, path: Path) -> None:
+    """Load a best.safetensors written by save_weights into a model of the same architecture."""
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(model, str(path), strict=False)
+    if missing or unexpected:
+        raise ImgclsError(f"{path} does not match the model it names ({len(missing)} missing, "
+                          f"{len(unexpected)} unexpected tensors); the file is damaged or from another version")
+
+
+def save_training_state(accelerator, last_dir: Path, trainer_state: dict) -> None:
+    """Save model, optimizer, scheduler, scaler and RNG states; replace last/ only once it is complete.
+
+    Every process must call this (each saves its own RNG state); the main process does the swap.
+    """
+    staging = last_dir.with_name(last_dir.name + ".saving")
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(staging / TRAINER_STATE_FILE, trainer_state)
+        retired = last_dir.with_name(last_dir.name + ".old")
+        if last_dir.exists():
+            last_dir.rename(retired)
+        staging.rename(last_dir)
+        if retired.exists():
+            shutil.rmtree(retired)
+    accelerator.wait_for_everyone()
+
+
+def load_training_state(accelerator, last_dir: Path) -> dict:
+    """Restore everything save_training_state wrote; returns the trainer state (epoch, best, history)."""
+    if not last_dir.is_dir():
+        retired = last_dir.with_name(last_dir.name + ".old")
+        if retired.is_dir():  # a crash between the two renames: the previous complete state is there
+            last_dir = retired
+        else:
+            raise ImgclsError(f"{last_dir.parent} has no saved training state ({last_dir.name}/); "
+                              f"it cannot be resumed, start a new run instead")
+    state_file = last_dir / TRAINER_STATE_FILE
+    if not state_file.is_file():
+        raise ImgclsError(f"{last_dir} is incomplete (no {TRAINER_STATE_FILE}); start a new run instead")
+    accelerator.load_state(str(last_dir))
+    return json.loads(state_file.read_text())

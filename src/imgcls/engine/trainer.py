@@ -1,0 +1,199 @@
+"""The training loop on HF Accelerate. Reads top to bottom: setup, the epoch loop, the end; helpers below.
+
+Runs unchanged on one CPU, one GPU or many processes under `accelerate launch` / `torchrun`: Accelerate
+shards the loaders and wraps the model in DDP, evaluation gathers with `gather_for_metrics`, and only the
+main process writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgcls.atomic import write_text_atomic
+from imgcls.config import Config, resolved_lr, resolved_weight_decay
+from imgcls.console import get_console
+from imgcls.engine.checkpoint import load_training_state, load_weights_into, save_training_state, save_weights
+from imgcls.engine.evaluate import collect_logits, make_accelerator, resolve_precision
+from imgcls.engine.optim import build_optimizer, build_scheduler
+from imgcls.errors import ImgclsError
+from imgcls.metrics import compute_metrics, is_better
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_epoch: int | None
+    best_metric: float | None
+    final_metrics: dict[str, dict]
+    stopped_early: bool
+    wall_time_s: float
+    precision: str
+    num_processes: int = 1
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+
+def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: dict, class_names: list[str],
+        resume: bool = False, shuffle_generator=None) -> FitResult:
+    """Train `model` on loaders["train"], select the best epoch on loaders["val"], evaluate it on every
+    non-train loader, and keep run_dir's best.safetensors, last/ and history.csv up to date every epoch."""
+    # --- setup ---
+    train_cfg, optim_cfg = config.train, config.optim
+    precision = resolve_precision(train_cfg.precision)
+    accelerator = make_accelerator(precision, train_cfg.seed)
+    console = get_console()
+    lr = resolved_lr(optim_cfg, train_cfg.batch_size)
+    steps_per_epoch = len(loaders["train"])
+    optimizer = build_optimizer(model, optim_cfg, lr, resolved_weight_decay(optim_cfg))
+    scheduler = build_scheduler(optimizer, optim_cfg, steps_per_epoch, train_cfg.epochs, lr)
+    model, optimizer, scheduler, train_loader = accelerator.prepare(model, optimizer, scheduler, loaders["train"])
+    eval_loaders = {name: accelerator.prepare(loader) for name, loader in loaders.items() if name != "train"}
+    criterion = _cross_entropy(optim_cfg.label_smoothing)
+    state = {"epoch": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0, "history": [],
+             "wall_time_s": 0.0, "stopped_early": False}
+    if resume:
+        state = load_training_state(accelerator, run_dir / "last")
+        if accelerator.is_main_process:
+            console.print(f"resuming {run_dir} after epoch {state['epoch']}")
+    monitor = train_cfg.monitor if "val" in eval_loaders else None
+
+    # --- the epoch loop ---
+    for epoch in range(state["epoch"], train_cfg.epochs):
+        if state["stopped_early"]:
+            break
+        started = time.perf_counter()
+        if shuffle_generator is not None:  # worker augmentation seeds depend on the epoch only: exact resume
+            shuffle_generator.manual_seed(train_cfg.seed * 100_003 + epoch)
+        train_loader.set_epoch(epoch)
+        train_loss, train_acc = train_one_epoch(accelerator, model, train_loader, criterion, optimizer, scheduler,
+                                                epoch, train_cfg.epochs)
+        if not math.isfinite(train_loss):
+            raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
+                              f"lower the learning rate with --lr")
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+               "train_accuracy": train_acc}
+        improved = True
+        if monitor is not None:
+            val_metrics = compute_metrics(*collect_logits(accelerator, model, eval_loaders["val"]), class_names)
+            row.update(val_loss=val_metrics["loss"]["value"], val_accuracy=val_metrics["accuracy"]["value"])
+            row[f"val_{monitor}"] = val_metrics[monitor]["value"]
+            improved = is_better(monitor, val_metrics[monitor]["value"], state["best_metric"])
+        row["epoch_time_s"] = time.perf_counter() - started
+        state["wall_time_s"] += row["epoch_time_s"]
+        if improved:
+            state.update(best_metric=row.get(f"val_{monitor}"), best_epoch=epoch + 1, bad_epochs=0)
+            if accelerator.is_main_process:
+                save_weights(accelerator.unwrap_model(model), run_dir / "best.safetensors", weights_metadata)
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        state["stopped_early"] = bool(train_cfg.patience and state["bad_epochs"] >= train_cfg.patience)
+        if accelerator.is_main_process:
+            write_text_atomic(run_dir / "history.csv", history_csv(state["history"]))
+            console.print(_epoch_line(row, train_cfg.epochs, monitor, improved), soft_wrap=True)
+        save_training_state(accelerator, run_dir / "last", state)
+        if state["stopped_early"] and accelerator.is_main_process:
+            console.print(f"early stopping: no improvement of val {monitor} for {train_cfg.patience} epochs")
+
+    # --- the end: evaluate the best weights on every held-out split ---
+    accelerator.wait_for_everyone()
+    load_weights_into(accelerator.unwrap_model(model), run_dir / "best.safetensors")
+    final = {name: compute_metrics(*collect_logits(accelerator, model, loader), class_names)
+             for name, loader in eval_loaders.items()}
+    return FitResult(
+        history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
+        final_metrics=final, stopped_early=state["stopped_early"], wall_time_s=state["wall_time_s"],
+        precision=precision, num_processes=accelerator.num_processes, device=str(accelerator.device),
+    )
+
+
+def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler, epoch: int, epochs: int):
+    """One pass over the training data; returns the mean loss and accuracy over all processes."""
+    import torch
+
+    model.train()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
+    seen = torch.zeros((), device=accelerator.device, dtype=torch.long)
+    with _progress(accelerator, len(loader), f"epoch {epoch + 1}/{epochs}") as advance:
+        for step, (images, labels) in enumerate(loader):
+            logits = model(images)
+            loss = criterion(logits, labels)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach() * labels.shape[0]
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            if step % 10 == 0 or step == len(loader) - 1:  # reading a value syncs the GPU; not every step
+                advance(step + 1, float(loss_sum / seen), float(correct / seen))
+    totals = accelerator.reduce(torch.stack([loss_sum, correct.float(), seen.float()]), reduction="sum")
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+# --- helpers ---
+
+def _cross_entropy(label_smoothing: float):
+    from torch import nn
+
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+class _progress:
+    """A rich progress bar with live loss and accuracy, drawn by the main process on a terminal only."""
+
+    def __init__(self, accelerator, total: int, description: str):
+        self.enabled = accelerator.is_main_process and get_console().is_terminal
+        self.total, self.description = total, description
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda *args: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                            console=get_console(), transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task(self.description, total=self.total, stats="")
+
+        def advance(completed: int, loss: float, accuracy: float) -> None:
+            self.bar.update(task, completed=completed, stats=f"loss {loss:.4f}  acc {accuracy:.4f}")
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def _epoch_line(row: dict, epochs: int, monitor: str | None, improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f}",
+             f"acc {row['train_accuracy']:.4f}"]
+    if monitor is not None:
+        parts += [f"val loss {row['val_loss']:.4f}", f"acc {row['val_accuracy']:.4f}"]
+        value = row.get(f"val_{monitor}")
+        if monitor not in ("loss", "accuracy"):
+            parts.append(f"{monitor} {value:.4f}" if value is not None else f"{monitor} n/a")
+    parts += [f"lr {row['lr']:.2e}", f"{row['epoch_time_s']:.1f}s"]
+    return "  ".join(parts) + ("  [green]* best[/green]" if improved else "")
+
+
+def history_csv(history: list[dict]) -> str:
+    """history.csv: one row per epoch, columns in first-seen order."""
+    columns: list[str] = []
+    for row in history:
+        columns.extend(key for key in row if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()

@@ -1,0 +1,133 @@
+"""The model registry: built-in architectures by decorated builder, then every timm model."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from imgcls.errors import ImgclsError
+
+_BUILTINS: dict[str, Callable] = {}
+
+
+def register(name: str) -> Callable:
+    """Decorator: make `builder(num_classes, in_chans, img_size, **kwargs) -> nn.Module` a model name."""
+
+    def add(builder: Callable) -> Callable:
+        if name in _BUILTINS:
+            raise ValueError(f"model name '{name}' is registered twice")
+        _BUILTINS[name] = builder
+        return builder
+
+    return add
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in architectures."""
+    _load_builtin_modules()
+    return sorted(_BUILTINS)
+
+
+def _load_builtin_modules() -> None:
+    # Importing the modules runs their @register decorators.
+    import imgcls.models.small  # noqa: F401
+
+
+def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
+    """Built-in and timm model names matching a shell-style `pattern`."""
+    import fnmatch
+
+    import timm
+
+    names = builtin_names()
+    if pattern:
+        names = [name for name in names if fnmatch.fnmatch(name, pattern)]
+    if pretrained:
+        names = []
+    return names + timm.list_models(pattern or "", pretrained=pretrained)
+
+
+def _unknown_model(name: str) -> ImgclsError:
+    import timm
+
+    candidates = builtin_names() + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    if not close:
+        close = [candidate for candidate in candidates if name.lower() in candidate][:5]
+    hint = f"; did you mean {', '.join(close)}?" if close else "; list the names with 'imgcls models'"
+    return ImgclsError(f"unknown model '{name}'{hint}")
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int | None = None,
+    pretrained: bool = False,
+    weights: str | None = None,
+    **kwargs,
+):
+    """Build a model by name: built-ins first, then timm; optionally load pretrained or local weights."""
+    _load_builtin_modules()
+    if name in _BUILTINS:
+        if pretrained:
+            raise ImgclsError(f"'{name}' is a built-in architecture with no hub weights; drop --pretrained "
+                              f"or use --weights FILE")
+        model = _BUILTINS[name](num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
+    else:
+        model = _create_timm_model(name, num_classes, in_chans, img_size, pretrained, **kwargs)
+    model.imgcls_name = name
+    if weights is not None:
+        from imgcls.models.weights import load_weights
+
+        load_weights(model, weights)
+    return model
+
+
+def _create_timm_model(name: str, num_classes: int, in_chans: int, img_size: int | None, pretrained: bool,
+                       **kwargs):
+    import timm
+
+    if not timm.is_model(name):
+        raise _unknown_model(name)
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    try:
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
+                                     **kwargs)
+        except TypeError as error:
+            if "img_size" not in str(error):
+                raise
+            # Only some architectures (transformers, mostly) take the input size; CNNs are size-agnostic.
+            kwargs.pop("img_size")
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
+                                     **kwargs)
+    except (OSError, RuntimeError, ValueError) as error:
+        if pretrained and _looks_like_network_error(error):
+            raise ImgclsError(
+                f"could not download pretrained weights for '{name}' ({_first_line(error)}); you seem to be "
+                f"offline: pass a local file with --weights FILE instead of --pretrained"
+            ) from None
+        raise
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:160] if text else type(error).__name__
+
+
+def _looks_like_network_error(error: BaseException) -> bool:
+    text = f"{type(error).__name__} {error}".lower()
+    markers = ("connect", "resolve", "network", "offline", "timed out", "max retries", "hub", "huggingface",
+               "http", "url", "localentrynotfound", "cannot find the requested files")
+    return any(marker in text for marker in markers)
+
+
+def default_normalization_of(model) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The mean/std a pretrained timm model expects, or None for models without a pretrained config."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not cfg or "mean" not in cfg:
+        return None
+    return tuple(cfg["mean"]), tuple(cfg["std"])

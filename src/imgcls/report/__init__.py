@@ -1,0 +1,1 @@
+"""Reports: terminal tables now; plots and the HTML report build on these."""

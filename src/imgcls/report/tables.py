@@ -1,0 +1,45 @@
+"""Metrics as rich tables in the terminal."""
+
+from __future__ import annotations
+
+from imgcls.console import get_console
+
+_LABELS = {
+    "accuracy": "accuracy", "top5_accuracy": "top-5 accuracy", "balanced_accuracy": "balanced accuracy",
+    "loss": "loss", "precision_macro": "precision (macro)", "recall_macro": "sensitivity / recall (macro)",
+    "specificity_macro": "specificity (macro)", "f1_macro": "F1 (macro)",
+    "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
+    "specificity_weighted": "specificity (weighted)", "f1_weighted": "F1 (weighted)", "mcc": "MCC",
+    "roc_auc": "ROC-AUC",
+}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit: int = 30) -> None:
+    """One table of scalar metrics with a column per split, then the per-class table of the last split."""
+    from rich.table import Table
+
+    console = get_console()
+    splits = list(metrics_by_split)
+    summary = Table(title=title, title_justify="left")
+    summary.add_column("metric")
+    for split in splits:
+        summary.add_column(f"{split} ({metrics_by_split[split]['num_samples']})", justify="right")
+    for key, label in _LABELS.items():
+        if any(key in metrics for metrics in metrics_by_split.values()):
+            summary.add_row(label, *(_fmt(metrics_by_split[s].get(key, {}).get("value")) for s in splits))
+    console.print(summary)
+    last = splits[-1]
+    per_class = Table(title=f"per class ({last})", title_justify="left")
+    for column in ("class", "precision", "sensitivity", "specificity", "F1", "support"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    rows = list(metrics_by_split[last]["per_class"].items())
+    for name, stats in rows[:per_class_limit]:
+        per_class.add_row(name, _fmt(stats["precision"]), _fmt(stats["recall"]), _fmt(stats["specificity"]),
+                          _fmt(stats["f1"]), str(stats["support"]))
+    console.print(per_class)
+    if len(rows) > per_class_limit:
+        console.print(f"... {len(rows) - per_class_limit} more classes in metrics.json")
