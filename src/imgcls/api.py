@@ -112,6 +112,9 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool) -> Tra
         raise ImgclsError(f"no readable training images in {config.data.source}; see skipped.txt in {run_dir}")
     if "val" not in bundle.splits:
         warn("no validation split (--val-split 0 and no val/ folder): the last epoch is kept as best")
+    from accelerate.utils import set_seed
+
+    set_seed(config.train.seed)  # before the model is built: its initialization draws random numbers
     model = _create_checked_model(config, bundle)
     mean, std = _normalization(model, bundle.channels)
     metadata = {"model": config.model.name, "num_classes": len(bundle.class_names), "in_chans": bundle.channels,
@@ -276,7 +279,7 @@ def evaluate(run: str | Path, data: str | None = None, split: str | None = None,
     seed = loaded.config.train.seed if loaded.config is not None else 0
     root = Path(data_cfg.data_root).expanduser() if data_cfg.data_root else default_data_root()
     bundle = build_dataset(data_cfg, seed, root, class_names=loaded.class_names, channels=loaded.in_chans,
-                           img_size=loaded.img_size, whole=not same_data)
+                           img_size=loaded.img_size, whole=not same_data or split == "all")
     for message in bundle.warnings:
         warn(message)
     if bundle.skipped:

@@ -10,7 +10,7 @@ def get_console():
     """The rich Console all of imgcls prints through (stderr stays free for errors)."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:

@@ -77,7 +77,7 @@ def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
         box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
         # reducing_gap: shrink by an integer factor first (fast), then resample with antialiasing
         image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
-        array = np.asarray(image, dtype=np.uint8)
+        array = np.array(image, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
     if array.ndim == 2:
         array = array[None]
     else:

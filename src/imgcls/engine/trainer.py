@@ -45,7 +45,7 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
     # --- setup ---
     train_cfg, optim_cfg = config.train, config.optim
     precision = resolve_precision(train_cfg.precision)
-    accelerator = make_accelerator(precision, train_cfg.seed)
+    accelerator = make_accelerator(precision)
     console = get_console()
     lr = resolved_lr(optim_cfg, train_cfg.batch_size)
     steps_per_epoch = len(loaders["train"])

@@ -73,7 +73,8 @@ def create_model(
         if pretrained:
             raise ImgclsError(f"'{name}' is a built-in architecture with no hub weights; drop --pretrained "
                               f"or use --weights FILE")
-        model = _BUILTINS[name](num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
+        model = _BUILTINS[name](num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                                **_supported_kwargs(_BUILTINS[name], name, kwargs))
     else:
         model = _create_timm_model(name, num_classes, in_chans, img_size, pretrained, **kwargs)
     model.imgcls_name = name
@@ -82,6 +83,22 @@ def create_model(
 
         load_weights(model, weights)
     return model
+
+
+def _supported_kwargs(builder: Callable, name: str, kwargs: dict) -> dict:
+    """Keep the options a built-in builder takes; warn about set options it does not."""
+    import inspect
+
+    from imgcls.console import warn
+
+    accepted = inspect.signature(builder).parameters
+    kept = {}
+    for key, value in kwargs.items():
+        if key in accepted:
+            kept[key] = value
+        elif value not in (None, 0, 0.0):
+            warn(f"{name} has no '{key}' option; {key}={value} is ignored")
+    return kept
 
 
 def _create_timm_model(name: str, num_classes: int, in_chans: int, img_size: int | None, pretrained: bool,

@@ -1,0 +1,65 @@
+"""Killing a run and resuming it continues exactly where the uninterrupted run would have been."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import imgcls
+
+
+def _history(run):
+    return [{k: float(v) for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader((run / "history.csv").open())]
+
+
+def _config(fmnist_root, runs_dir, name, epochs):
+    return dict(source="fashion-mnist", data_root=str(fmnist_root), model="multilayer_cnn", max_per_class=60,
+                epochs=epochs, batch_size=32, workers=0, runs_dir=str(runs_dir), name=name, augment="light")
+
+
+def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypatch):
+    straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight", 3))
+
+    from imgcls.engine import trainer
+
+    real_epoch, calls = trainer.train_one_epoch, []
+
+    def crash_in_third_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        imgcls.train(**_config(fmnist_root, tmp_path, "interrupted", 3))
+    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+    assert len(_history(tmp_path / "interrupted")) == 2
+    resumed = imgcls.train(resume=tmp_path / "interrupted")
+    assert _history(resumed.run_dir) == _history(straight.run_dir)
+    assert resumed.metrics["test"]["accuracy"] == straight.metrics["test"]["accuracy"]
+
+
+def test_killed_process_resumes_from_the_last_saved_epoch(fmnist_root, tmp_path):
+    command = [sys.executable, "-m", "imgcls", "train", "fashion-mnist", "--data-root", str(fmnist_root),
+               "--model", "multilayer_cnn", "--max-per-class", "300", "--epochs", "8", "--workers", "0",
+               "--runs-dir", str(tmp_path), "--name", "killed", "--batch-size", "32"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state_file = tmp_path / "killed" / "last" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not state_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # now mid-way through the second epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = len(_history(tmp_path / "killed"))
+    assert 1 <= saved < 8
+    result = subprocess.run([sys.executable, "-m", "imgcls", "train", "--resume", str(tmp_path / "killed")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {tmp_path / 'killed'} after epoch {saved}" in result.stdout
+    epochs = [int(row["epoch"]) for row in _history(tmp_path / "killed")]
+    assert epochs == list(range(1, 9))

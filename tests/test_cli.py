@@ -1,0 +1,123 @@
+"""End to end through the command line, as a user runs it."""
+
+import csv
+import json
+
+import pytest
+from safetensors import safe_open
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """`imgcls train DIR --model resnet18 --epochs 2 --img-size 64` on mixed PNG/JPEG/WebP/BMP photos."""
+    from tests.conftest import make_class_folders
+
+    root = tmp_path_factory.mktemp("cli")
+    data = make_class_folders(root / "photos", per_class=20)
+    (data / "coffee" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    result = run_cli("train", str(data), "--model", "resnet18", "--epochs", "2", "--img-size", "64",
+                     "--test-split", "0.2", "--runs-dir", str(root / "runs"), "--workers", "0", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root / "runs" / "photos-resnet18", data, result
+
+
+def test_train_makes_a_complete_run_folder(trained_run):
+    run, _, result = trained_run
+    for name in ("config.yaml", "classes.json", "history.csv", "metrics.json", "best.safetensors", "skipped.txt"):
+        assert (run / name).is_file(), name
+    assert (run / "last" / "trainer_state.json").is_file()
+    assert "run folder" in result.stdout and "corrupt.jpg" in result.stdout
+    assert "corrupt.jpg" in (run / "skipped.txt").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"val", "test"}
+    assert 0.0 <= metrics["test"]["accuracy"]["value"] <= 1.0
+    assert set(metrics["test"]["per_class"]) == {"cat", "coffee", "rocket"}
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    with safe_open(str(run / "best.safetensors"), "pt") as handle:
+        meta = json.loads(handle.metadata()["imgcls"])
+    assert meta["class_names"] == ["cat", "coffee", "rocket"] and meta["img_size"] == 64
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+def test_eval_on_the_run_data_and_on_new_data(trained_run):
+    run, data, _ = trained_run
+    result = run_cli("eval", str(run))
+    assert result.returncode == 0, result.stderr
+    written = json.loads((run / "eval" / "photos-test" / "metrics.json").read_text())
+    assert written["test"]["accuracy"] == json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    whole = run_cli("eval", str(run), str(data), "--split", "all")
+    assert whole.returncode == 0, whole.stderr
+    assert "(60)" in whole.stdout  # all 60 readable images
+
+
+def test_predict_formats(trained_run):
+    run, data, _ = trained_run
+    result = run_cli("predict", str(run), str(data / "cat"), "--format", "json", "--topk", "2")
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)
+    assert len(predictions) == 20
+    assert all(len(p["predictions"]) == 2 for p in predictions)
+    assert all(p["predictions"][0]["probability"] >= p["predictions"][1]["probability"] for p in predictions)
+    table = run_cli("predict", str(run), str(data / "cat" / "0.png"))
+    assert table.returncode == 0 and "0.png" in table.stdout
+    as_csv = run_cli("predict", str(run), str(data / "coffee" / "corrupt.jpg"), str(data / "cat" / "0.png"),
+                     "--format", "csv", "--topk", "1")
+    rows = list(csv.DictReader(as_csv.stdout.splitlines()))
+    assert rows[0]["error"] and rows[1]["class"] in {"cat", "coffee", "rocket"}
+
+
+def test_existing_run_name_is_never_overwritten(trained_run, tmp_path):
+    run, data, _ = trained_run
+    before = (run / "best.safetensors").read_bytes()
+    result = run_cli("train", str(data), "--runs-dir", str(run.parent), "--name", run.name, "--epochs", "1")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert (run / "best.safetensors").read_bytes() == before
+
+
+def _user_error(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_user_mistakes_print_one_clear_line(tmp_path, class_folders):
+    runs = str(tmp_path / "runs")
+    assert "does not exist" in _user_error(run_cli("train", str(tmp_path / "nope"), "--runs-dir", runs))
+    (tmp_path / "empty").mkdir()
+    assert "no class subfolders" in _user_error(run_cli("train", str(tmp_path / "empty"), "--runs-dir", runs))
+    single = tmp_path / "single"
+    (single / "only").mkdir(parents=True)
+    (single / "only" / "a.png").write_bytes((class_folders / "cat" / "0.png").read_bytes())
+    assert "only one class" in _user_error(run_cli("train", str(single), "--runs-dir", runs))
+    assert "did you mean" in _user_error(run_cli("train", str(class_folders), "--model", "resnet_18",
+                                                 "--runs-dir", runs))
+    assert "--epochs" in _user_error(run_cli("train", str(class_folders), "--epochs", "many"))
+    assert "--val-split" in _user_error(run_cli("train", str(class_folders), "--val-split", "2",
+                                                "--runs-dir", runs))
+    too_small = _user_error(run_cli("train", str(class_folders), "--model", "lenet", "--img-size", "16",
+                                    "--runs-dir", runs))
+    assert "image size 16" in too_small and "--img-size" in too_small
+    assert "not an imgcls run" in _user_error(run_cli("predict", str(class_folders), str(class_folders)))
+    assert "not an imgcls run" in _user_error(run_cli("eval", str(class_folders)))
+    assert "not an imgcls run" in _user_error(run_cli("train", "--resume", str(class_folders)))
+    assert "unknown config key" in _user_error(run_cli("train", "--config", str(_bad_yaml(tmp_path))))
+    assert not any((tmp_path / "runs").iterdir())  # failed starts leave no run folders behind
+
+
+def _bad_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  source: fashion-mnist\ntrain:\n  epoch: 3\n")
+    return path
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from imgcls.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

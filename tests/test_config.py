@@ -1,0 +1,31 @@
+import pytest
+
+from imgcls.config import build_config, flat_to_sections
+from imgcls.errors import ImgclsError
+
+
+def test_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  source: fashion-mnist\n  img_size: 32\ntrain:\n  epochs: 7\n  batch_size: 16\n")
+    config = build_config(path, flat_to_sections({"epochs": 2, "model": "lenet"}))
+    assert (config.data.img_size, config.train.epochs, config.train.batch_size) == (32, 2, 16)
+    assert config.model.name == "lenet"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"source": "x", "val_split": 1.5}, "--val-split"),
+    ({"source": "x", "optimizer": "adamax"}, "--optimizer must be one of"),
+    ({"source": "x", "epochs": 0}, "--epochs"),
+    ({"source": "x", "img_size": 4}, "--img-size"),
+    ({"source": ""}, "no dataset"),
+])
+def test_bad_values_are_named(overrides, message):
+    with pytest.raises(ImgclsError, match=message):
+        build_config(overrides=flat_to_sections(overrides))
+
+
+def test_unknown_yaml_key_suggests_the_right_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ImgclsError, match="did you mean epochs"):
+        build_config(path)
