@@ -121,3 +121,23 @@ def test_help_does_not_import_torch():
 
     code = "import sys; from imgcls.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_two_process_ddp_run_with_torchrun(class_folders, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    result = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "imgcls", "train", str(class_folders),
+                             "--model", "resnet18", "--epochs", "1", "--img-size", "32", "--workers", "0",
+                             "--runs-dir", str(tmp_path / "runs"), "--name", "ddp"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "runs" / "ddp"
+    assert (run / "last" / "random_states_1.pkl").is_file()  # both processes took part
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val"]["num_samples"] == 15  # gathered once, without the padding DDP adds
+    assert result.stdout.count("run folder") == 1  # only the main process prints and writes

@@ -54,7 +54,9 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
         run_dir, config = _resumable_run(Path(resume).expanduser())
     else:
         config = _as_config(config, overrides)
-    partial_state = PartialState()
+    from imgcls.engine.evaluate import cpu_only
+
+    partial_state = PartialState(cpu=cpu_only())  # cpu=True lets torchrun start multi-process CPU (gloo) runs
     if resume is None:
         default_name = default_run_name(config.data.source, config.model.name)
         chosen = [None]
@@ -63,7 +65,8 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
         broadcast_object_list(chosen)
         run_dir = Path(chosen[0])
     try:
-        return _train_in(run_dir, config, resume is not None, partial_state.is_main_process)
+        return _train_in(run_dir, config, resume is not None, partial_state.is_main_process,
+                         partial_state.num_processes)
     except BaseException:
         if resume is None and partial_state.is_main_process and not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written yet (bad input): leave no empty run folder behind
@@ -97,7 +100,7 @@ def _resumable_run(run_dir: Path) -> tuple[Path, Config]:
     return run_dir, config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
 
 
-def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool) -> TrainOutcome:
+def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_processes: int) -> TrainOutcome:
     import yaml
 
     from imgcls.data import build_dataset
@@ -126,7 +129,7 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool) -> Tra
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_json_atomic(run_dir / "classes.json", bundle.class_names)
         _print_data_summary(bundle, config, run_dir)
-    loaders, generator = _make_loaders(bundle, config, mean, std)
+    loaders, generator = _make_loaders(bundle, config, mean, std, num_processes)
     result = fit(model, loaders, config, run_dir, metadata, bundle.class_names, resume=resume,
                  shuffle_generator=generator)
     if is_main:
@@ -211,15 +214,16 @@ def _normalization(model, channels: int):
     return tuple(mean), tuple(std)
 
 
-def _make_loaders(bundle, config: Config, mean, std):
+def _make_loaders(bundle, config: Config, mean, std, num_processes: int):
     from imgcls.data.loader import TensorImageDataset, make_loader
     from imgcls.data.transforms import train_transform
 
     batch_size, workers, seed = config.train.batch_size, config.data.workers, config.train.seed
     augment = train_transform(config.data.augment, bundle.img_size, config.data.hflip and bundle.hflip_ok)
     train_set = TensorImageDataset(bundle.splits["train"], mean, std, augment)
-    train_loader = make_loader(train_set, batch_size, shuffle=True, workers=workers, seed=seed,
-                               drop_last=len(train_set) > batch_size)
+    # Drop a ragged last batch (a batch of one breaks batch norm) unless that would leave a process no batch.
+    drop_last = len(train_set) >= 2 * batch_size * num_processes
+    train_loader = make_loader(train_set, batch_size, shuffle=True, workers=workers, seed=seed, drop_last=drop_last)
     loaders = {"train": train_loader}
     for split in ("val", "test"):
         if split in bundle.splits and len(bundle.splits[split]):

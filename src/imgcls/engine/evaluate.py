@@ -10,12 +10,20 @@ def make_accelerator(precision: str, seed: int | None = None):
 
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     accelerator = Accelerator(
+        cpu=cpu_only(),
         mixed_precision=mixed,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     if seed is not None:
         set_seed(seed)
     return accelerator
+
+
+def cpu_only() -> bool:
+    """No accelerator present; Accelerate then needs cpu=True to run several processes with gloo."""
+    import torch
+
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 def resolve_precision(precision: str) -> str:

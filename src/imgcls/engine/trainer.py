@@ -135,6 +135,9 @@ def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler,
             if step % 10 == 0 or step == len(loader) - 1:  # reading a value syncs the GPU; not every step
                 advance(step + 1, float(loss_sum / seen), float(correct / seen))
     totals = accelerator.reduce(torch.stack([loss_sum, correct.float(), seen.float()]), reduction="sum")
+    if float(totals[2]) == 0:
+        raise ImgclsError("no training batch was run: the training set is smaller than one batch per process; "
+                          "lower --batch-size")
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
