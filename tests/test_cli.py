@@ -126,7 +126,6 @@ def test_help_does_not_import_torch():
 def test_two_process_ddp_run_with_torchrun(class_folders, tmp_path):
     import shutil
     import subprocess
-    import sys
 
     torchrun = shutil.which("torchrun")
     if torchrun is None:

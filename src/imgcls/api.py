@@ -173,7 +173,6 @@ def _print_data_summary(bundle, config: Config, run_dir: Path) -> None:
 
 def _create_checked_model(config: Config, bundle):
     """Create the model and prove one forward pass works at the chosen image size."""
-    import torch
 
     from imgcls.models import create_model
 

@@ -1,0 +1,24 @@
+"""Training options a user relies on: early stopping, monitor choice, optimizers."""
+
+import imgcls
+
+
+def _train(fmnist_root, tmp_path, **overrides):
+    settings = dict(source="fashion-mnist", data_root=str(fmnist_root), model="multilayer_cnn", max_per_class=40,
+                    batch_size=32, workers=0, runs_dir=str(tmp_path))
+    settings.update(overrides)
+    return imgcls.train(**settings)
+
+
+def test_early_stopping_stops_when_the_monitored_metric_stalls(fmnist_root, tmp_path):
+    # A learning rate this small cannot change a prediction: no epoch after the first improves on it.
+    outcome = _train(fmnist_root, tmp_path, epochs=6, lr=1e-12, monitor="accuracy", patience=2, warmup_epochs=0,
+                     scheduler="constant")
+    assert outcome.best_epoch == 1
+    assert outcome.epochs_run == 3
+
+
+def test_sgd_with_step_schedule_and_label_smoothing_learns(fmnist_root, tmp_path):
+    outcome = _train(fmnist_root, tmp_path, epochs=3, optimizer="sgd", lr=0.05, scheduler="step", step_epochs=2,
+                     label_smoothing=0.1, monitor="f1_macro", max_per_class=100)
+    assert outcome.metrics["test"]["accuracy"]["value"] > 0.4  # 10 classes: chance is 0.1
