@@ -54,6 +54,9 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
         run_dir, config = _resumable_run(Path(resume).expanduser())
     else:
         config = _as_config(config, overrides)
+        from imgcls.models.registry import check_model_name
+
+        check_model_name(config.model.name)  # fail before a run folder is made or any image decoded
     from imgcls.engine.evaluate import cpu_only
 
     partial_state = PartialState(cpu=cpu_only())  # cpu=True lets torchrun start multi-process CPU (gloo) runs
@@ -109,10 +112,10 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
     console = get_console()
     data_root = Path(config.data.data_root).expanduser() if config.data.data_root else default_data_root()
     bundle = build_dataset(config.data, config.train.seed, data_root)
-    if is_main:
-        _report_data_problems(bundle, run_dir)
     if "train" not in bundle.splits or len(bundle.splits["train"]) == 0:
-        raise ImgclsError(f"no readable training images in {config.data.source}; see skipped.txt in {run_dir}")
+        example = f" (e.g. {bundle.skipped[0][0]}: {bundle.skipped[0][1]})" if bundle.skipped else ""
+        raise ImgclsError(f"no readable training images in {config.data.source}{example}; "
+                          f"check that the files are intact images")
     if "val" not in bundle.splits:
         warn("no validation split (--val-split 0 and no val/ folder): the last epoch is kept as best")
     from accelerate.utils import set_seed
@@ -120,6 +123,8 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
     set_seed(config.train.seed)  # before the model is built: its initialization draws random numbers
     model = _create_checked_model(config, bundle)
     mean, std = _normalization(model, bundle.channels)
+    if is_main:
+        _report_data_problems(bundle, run_dir)
     metadata = {"model": config.model.name, "num_classes": len(bundle.class_names), "in_chans": bundle.channels,
                 "img_size": bundle.img_size, "class_names": bundle.class_names, "mean": list(mean),
                 "std": list(std), "imgcls_version": __version__}

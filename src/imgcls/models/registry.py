@@ -58,6 +58,15 @@ def _unknown_model(name: str) -> ImgclsError:
     return ImgclsError(f"unknown model '{name}'{hint}")
 
 
+def check_model_name(name: str) -> None:
+    """Raise the unknown-model error (with close matches) before any work is done."""
+    import timm
+
+    _load_builtin_modules()
+    if name not in _BUILTINS and not timm.is_model(name):
+        raise _unknown_model(name)
+
+
 def create_model(
     name: str,
     num_classes: int,
