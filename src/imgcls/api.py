@@ -259,6 +259,28 @@ def load(run: str | Path) -> LoadedModel:
                        int(meta["img_size"]), tuple(meta["mean"]), tuple(meta["std"]), weights, run_dir, config)
 
 
+def load_pretrained(name: str, weights: str | None = None, pretrained: bool = False) -> LoadedModel:
+    """An ImageNet-pretrained model used as is (zero-shot), labelled with ImageNet class names."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    from imgcls.models import create_model
+
+    if weights is None and not pretrained:
+        raise ImgclsError("predicting with --model needs its weights: pass --weights FILE or --pretrained")
+    probe = create_model(name, num_classes=1000)
+    num_classes = getattr(probe, "num_classes", 1000)
+    model = create_model(name, num_classes=num_classes, weights=weights, pretrained=pretrained)
+    model.eval()
+    subset = infer_imagenet_subset(model) or "imagenet-1k"
+    info = ImageNetInfo(subset)
+    class_names = [info.index_to_description(index) for index in range(num_classes)]
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    mean, std = _normalization(model, 3)
+    img_size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    return LoadedModel(model, name, class_names, 3, img_size, mean, std, Path(weights) if weights else Path(name),
+                       None, None)
+
+
 # --- evaluate ---
 
 def evaluate(run: str | Path, data: str | None = None, split: str | None = None, batch_size: int = 128,

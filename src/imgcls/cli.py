@@ -118,9 +118,13 @@ def _run_eval(args) -> int:
 
 def _add_predict(commands) -> None:
     p = commands.add_parser("predict", help="classify image files or folders",
-                            description="Top-k classes for each image; folders are searched recursively.")
-    p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
+                            description="Top-k classes for each image; folders are searched recursively. "
+                            "'imgcls predict RUN IMAGE...' uses a trained run; 'imgcls predict --model NAME "
+                            "--weights FILE IMAGE...' uses an ImageNet-pretrained model as is.")
+    p.add_argument("items", nargs="+", metavar="[RUN] IMAGE|DIR", help="a run folder (unless --model), then images")
+    p.add_argument("--model", help="an ImageNet-pretrained model instead of a run (zero-shot)")
+    p.add_argument("--weights", metavar="FILE", help="with --model: local ImageNet weights")
+    p.add_argument("--pretrained", action="store_true", help="with --model: timm hub weights (online)")
     p.add_argument("--topk", type=_positive_int, default=5)
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--batch-size", type=_positive_int, default=64)
@@ -131,7 +135,15 @@ def _run_predict(args) -> int:
     from imgcls import api
     from imgcls.report.predictions import print_predictions
 
-    results = api.predict(args.run, args.inputs, topk=args.topk, batch_size=args.batch_size)
+    if args.model:
+        run, inputs = api.load_pretrained(args.model, args.weights, args.pretrained), args.items
+    else:
+        if args.weights or args.pretrained:
+            raise ImgclsError("--weights/--pretrained go with --model NAME; a run folder carries its own weights")
+        if len(args.items) < 2:
+            raise ImgclsError("pass a run folder and at least one image or folder: imgcls predict RUN IMAGE...")
+        run, inputs = args.items[0], args.items[1:]
+    results = api.predict(run, inputs, topk=args.topk, batch_size=args.batch_size)
     print_predictions(results, args.format)
     return 1 if all("error" in result for result in results) else 0
 
@@ -147,12 +159,36 @@ def _add_models(commands) -> None:
 def _run_models(args) -> int:
     from imgcls.models import builtin_names, list_models
 
+    import timm
+
     names = list_models(args.pattern, pretrained=args.pretrained)
     builtins = set(builtin_names())
+    with_weights = {tagged.split(".")[0] for tagged in timm.list_models(args.pattern or "", pretrained=True)}
     if not names:
         raise ImgclsError(f"no model matches '{args.pattern}'; try a wider pattern such as '*{args.pattern}*'")
     for name in names:
-        print(f"{name}\t(built-in)" if name in builtins else name)
+        if name in builtins:
+            print(f"{name}\tbuilt-in")
+        else:
+            print(f"{name}\tpretrained" if name.split(".")[0] in with_weights else name)
+    return 0
+
+
+def _add_summary(commands) -> None:
+    p = commands.add_parser("summary", help="layer table, parameters and MACs of a model (torchinfo)",
+                            description="Print a model's layers, output shapes, parameters and multiply-adds.")
+    p.add_argument("model", metavar="MODEL", help="built-in or timm model name")
+    p.add_argument("--img-size", type=_positive_int, help="input size (default: the model's, else 224)")
+    p.add_argument("--in-chans", type=int, choices=(1, 3), default=3)
+    p.add_argument("--num-classes", type=_positive_int, default=1000)
+    p.add_argument("--depth", type=_positive_int, default=3, help="how many levels of nested layers to show")
+    p.set_defaults(handler=_run_summary)
+
+
+def _run_summary(args) -> int:
+    from imgcls.models.summary import summarize
+
+    print(summarize(args.model, args.num_classes, args.in_chans, args.img_size, args.depth))
     return 0
 
 
@@ -165,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_predict(commands)
     _add_models(commands)
+    _add_summary(commands)
     return parser
 
 

@@ -13,11 +13,19 @@ def get_console():
     return Console(highlight=False, soft_wrap=True)
 
 
+@lru_cache(maxsize=1)
+def get_error_console():
+    """The console for warnings and notes, on stderr, so stdout stays clean for JSON/CSV output."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, stderr=True)
+
+
 def warn(message: str) -> None:
     """Print a one-line warning."""
-    get_console().print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    get_error_console().print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
 
 def info(message: str) -> None:
-    """Print a one-line status message."""
-    get_console().print(message)
+    """Print a one-line note (on stderr, like warnings)."""
+    get_error_console().print(message)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from imgcls.console import warn
+from imgcls.console import info, warn
 from imgcls.errors import ImgclsError
 
 _NESTED_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net", "module")
@@ -41,10 +42,81 @@ def read_state_dict(path: str | Path) -> dict:
     return {key.removeprefix("module."): value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
-def load_weights(model, path: str | Path) -> None:
+KeyMapper = Callable[[dict, dict], dict]
+_KEY_MAPPERS: dict[str, KeyMapper] = {}
+_KNOWN_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "net.", "_orig_mod.")
+
+
+def register_key_mapper(name: str) -> Callable[[KeyMapper], KeyMapper]:
+    """Decorator: `mapper(file_state, model_state) -> file_state renamed to the model's names`.
+
+    Mappers translate checkpoints saved by other libraries; `--weights-map NAME` picks one, and the
+    default `auto` tries the built-in ones in turn when the file's names do not fit the model.
+    """
+
+    def add(mapper: KeyMapper) -> KeyMapper:
+        _KEY_MAPPERS[name] = mapper
+        return mapper
+
+    return add
+
+
+@register_key_mapper("strip-prefix")
+def strip_prefixes(state: dict, own: dict) -> dict:
+    """Drop wrapper prefixes (DDP's module., torch.compile's _orig_mod., model., backbone., ...)."""
+    renamed = {}
+    for key, value in state.items():
+        while not (key in own) and key.startswith(_KNOWN_PREFIXES):
+            key = key.split(".", 1)[1]
+        renamed[key] = value
+    return renamed
+
+
+@register_key_mapper("positional")
+def map_by_position(state: dict, own: dict) -> dict:
+    """Pair tensors in order when both sides list the same layers under other names (e.g. the
+    efficientnet_lite0 port on PyPI vs timm). Used only while the shapes agree position by position;
+    a trailing classifier of another class count is left out and re-initialized."""
+    file_items, own_items = list(state.items()), list(own.items())
+    renamed = {}
+    for (file_key, value), (own_key, own_value) in zip(file_items, own_items):
+        if value.shape != own_value.shape:
+            break
+        renamed[own_key] = value
+    return renamed
+
+
+def _fit(state: dict, own: dict) -> int:
+    return sum(1 for key, value in state.items() if key in own and own[key].shape == value.shape)
+
+
+def map_keys(state: dict, own: dict, mapper: str = "auto") -> tuple[dict, str | None]:
+    """Rename `state` to the model's names; returns the renamed state and the mapper used (None: as is)."""
+    if mapper != "auto":
+        if mapper not in _KEY_MAPPERS:
+            raise ImgclsError(f"unknown --weights-map '{mapper}'; choose auto or one of {', '.join(_KEY_MAPPERS)}")
+        return _KEY_MAPPERS[mapper](state, own), mapper
+    best, best_name, best_fit = state, None, _fit(state, own)
+    if best_fit == len(own):
+        return best, None
+    for name, candidate_mapper in _KEY_MAPPERS.items():
+        candidate = candidate_mapper(state, own)
+        fit = _fit(candidate, own)
+        # Pairing by position is trusted only when nearly every layer lines up (all but a new head).
+        if name == "positional" and fit < 0.9 * len(own):
+            continue
+        if fit > best_fit:
+            best, best_name, best_fit = candidate, name, fit
+    return best, best_name
+
+
+def load_weights(model, path: str | Path, mapper: str = "auto") -> None:
     """Load matching tensors from `path`; layers whose shape differs (a new head) keep their initialization."""
     state = read_state_dict(path)
     own = model.state_dict()
+    state, used_mapper = map_keys(state, own, mapper)
+    if used_mapper is not None:
+        info(f"weights: {Path(path).name} uses other tensor names; mapped them with the '{used_mapper}' mapper")
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     reshaped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     unexpected = sorted(k for k in state if k not in own)

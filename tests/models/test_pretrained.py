@@ -1,0 +1,59 @@
+"""Real ImageNet weights saved by another library load through the key-mapping hook and predict."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import imgcls
+from imgcls.errors import ImgclsError
+from imgcls.models.weights import map_keys, read_state_dict
+from tests.conftest import run_cli
+
+
+def test_lite0_port_maps_onto_timm_by_position(lite0_weights):
+    state = read_state_dict(lite0_weights)
+    model = imgcls.create_model("efficientnet_lite0", num_classes=1000, weights=lite0_weights)
+    assert torch.equal(model.conv_stem.weight, state["_conv_stem.weight"])
+    assert torch.equal(model.classifier.weight, state["_fc.weight"])
+    _, mapper = map_keys(state, model.state_dict())
+    assert mapper == "positional"
+
+
+def test_new_head_keeps_the_pretrained_backbone(lite0_weights):
+    state = read_state_dict(lite0_weights)
+    model = imgcls.create_model("efficientnet_lite0", num_classes=3, weights=lite0_weights)
+    own = list(model.state_dict().values())
+    assert all(torch.equal(own[i], list(state.values())[i]) for i in (100, 200, 290))
+    assert torch.equal(model.conv_stem.weight, state["_conv_stem.weight"])
+    assert model.classifier.out_features == 3
+
+
+def test_positional_mapping_is_not_used_for_another_architecture(lite0_weights):
+    with pytest.raises(ImgclsError, match="no tensor"):
+        imgcls.create_model("resnet18", num_classes=10, weights=lite0_weights)
+
+
+def test_unknown_mapper_is_named(lite0_weights):
+    state = read_state_dict(lite0_weights)
+    with pytest.raises(ImgclsError, match="--weights-map"):
+        map_keys(state, {}, "no-such-mapper")
+
+
+def test_zero_shot_chelsea_is_a_cat_and_coffee_is_espresso(lite0_weights, tmp_path):
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).save(tmp_path / "chelsea.png")
+    Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
+    result = run_cli("predict", "--model", "efficientnet_lite0", "--weights", lite0_weights,
+                     str(tmp_path / "chelsea.png"), str(tmp_path / "coffee.png"), "--topk", "3", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    chelsea, coffee = json.loads(result.stdout)
+    assert any("cat" in guess["class"] for guess in chelsea["predictions"])
+    assert coffee["predictions"][0]["class"] == "espresso"
+
+
+def test_predict_with_model_needs_weights(tmp_path):
+    result = run_cli("predict", "--model", "efficientnet_lite0", str(tmp_path))
+    assert result.returncode == 2 and "--weights FILE" in result.stderr
