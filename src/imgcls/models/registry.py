@@ -30,7 +30,9 @@ def builtin_names() -> list[str]:
 
 def _load_builtin_modules() -> None:
     # Importing the modules runs their @register decorators.
+    import imgcls.models.densenet_se  # noqa: F401
     import imgcls.models.small  # noqa: F401
+    import imgcls.models.vit  # noqa: F401
 
 
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
@@ -79,11 +81,22 @@ def create_model(
     """Build a model by name: built-ins first, then timm; optionally load pretrained or local weights."""
     _load_builtin_modules()
     if name in _BUILTINS:
+        builder = _BUILTINS[name]
         if pretrained:
-            raise ImgclsError(f"'{name}' is a built-in architecture with no hub weights; drop --pretrained "
-                              f"or use --weights FILE")
-        model = _BUILTINS[name](num_classes=num_classes, in_chans=in_chans, img_size=img_size,
-                                **_supported_kwargs(_BUILTINS[name], name, kwargs))
+            import inspect
+
+            if "pretrained" not in inspect.signature(builder).parameters:
+                raise ImgclsError(f"'{name}' is a built-in architecture with no hub weights; drop --pretrained "
+                                  f"or use --weights FILE")
+            kwargs["pretrained"] = True
+        try:
+            model = builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                            **_supported_kwargs(builder, name, kwargs))
+        except (OSError, RuntimeError) as error:
+            if pretrained and _looks_like_network_error(error):
+                raise ImgclsError(f"could not download pretrained weights for '{name}' ({_first_line(error)}); "
+                                  f"you seem to be offline: pass --weights FILE instead") from None
+            raise
     else:
         model = _create_timm_model(name, num_classes, in_chans, img_size, pretrained, **kwargs)
     model.imgcls_name = name
@@ -101,6 +114,8 @@ def _supported_kwargs(builder: Callable, name: str, kwargs: dict) -> dict:
     from imgcls.console import warn
 
     accepted = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return dict(kwargs)  # a configurable builder (e.g. vit) takes and checks its own options
     kept = {}
     for key, value in kwargs.items():
         if key in accepted:

@@ -1,0 +1,42 @@
+"""DenseNet-121 with squeeze-and-excitation applied to its final feature map."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from imgcls.models.registry import register
+
+
+class DenseNetSE(nn.Module):
+    """DenseNet-121 features -> SE channel re-weighting -> global average pool -> classifier.
+
+    The tutorial this comes from computes the SE output and then pools the un-weighted features,
+    discarding it; here the re-weighted features are what the classifier sees.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, pretrained: bool = False, se_ratio: float = 1 / 16,
+                 drop_rate: float = 0.0):
+        super().__init__()
+        import timm
+        from timm.layers import SEModule
+
+        self.backbone = timm.create_model("densenet121", pretrained=pretrained, in_chans=in_chans, num_classes=0,
+                                          global_pool="")
+        channels = self.backbone.num_features
+        self.se = SEModule(channels, rd_ratio=se_ratio)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(channels, num_classes)
+        self.pretrained_cfg = self.backbone.pretrained_cfg  # mean/std of the backbone's weights
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.se(self.backbone.forward_features(images))
+        return self.classifier(self.dropout(self.pool(features).flatten(1)))
+
+
+@register("densenet_se")
+def densenet_se(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None, pretrained: bool = False,
+                drop_rate: float = 0.0) -> DenseNetSE:
+    """DenseNet-121 + squeeze-and-excitation; --pretrained loads timm's ImageNet DenseNet-121 backbone."""
+    return DenseNetSE(num_classes, in_chans, pretrained=pretrained, drop_rate=drop_rate)

@@ -1,0 +1,64 @@
+"""The tutorials' architectures: correct shapes, the ViT-B/16 size, SE that changes the output, and one
+CLI training epoch each on real Fashion-MNIST."""
+
+import json
+
+import pytest
+import torch
+
+import imgcls
+from tests.conftest import run_cli
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_vit_b16_has_the_size_of_vit_base_patch16():
+    import timm
+
+    assert _params(imgcls.create_model("vit_b16", num_classes=1000)) == _params(
+        timm.create_model("vit_base_patch16_224"))
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean", "flatten"])
+def test_vit_is_configurable(pool):
+    model = imgcls.create_model("vit", num_classes=5, in_chans=1, img_size=28, patch_size=7, width=32, depth=2,
+                                heads=2, pool=pool, head_hidden=(16,), drop_path_rate=0.1)
+    assert model.grid_size == 4 and len(model.blocks) == 2
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 5)
+    assert (model.cls_token is not None) == (pool == "cls")
+
+
+def test_keras_cifar10_preset():
+    model = imgcls.create_model("vit_keras_cifar10", num_classes=10)
+    assert model.grid_size == 12 and len(model.blocks) == 8 and model.pool == "flatten"
+    hidden = [layer.out_features for layer in model.head if isinstance(layer, torch.nn.Linear)]
+    assert hidden == [2048, 1024, 10]
+
+
+def test_densenet_se_applies_the_excitation():
+    torch.manual_seed(0)
+    model = imgcls.create_model("densenet_se", num_classes=3).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        with_se = model(images)
+        features = model.backbone.forward_features(images)
+        without_se = model.classifier(model.pool(features).flatten(1))  # what the tutorial's bug computes
+        reweighted = model.classifier(model.pool(model.se(features)).flatten(1))
+    assert torch.allclose(with_se, reweighted)
+    assert not torch.allclose(with_se, without_se, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("mlp", []), ("onecnn", []), ("multilayer_cnn", []), ("lenet", ["--img-size", "32"]),
+    ("vit", []), ("vit_keras_cifar10", ["--img-size", "36"]), ("vit_b16", ["--img-size", "32"]),
+    ("densenet_se", ["--img-size", "32"]),
+])
+def test_every_builtin_trains_an_epoch_through_the_cli(name, extra, fmnist_root, tmp_path):
+    result = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", name, "--epochs", "1",
+                     "--max-per-class", "6", "--batch-size", "16", "--workers", "0", "--runs-dir", str(tmp_path),
+                     "--name", "run", *extra)
+    assert result.returncode == 0, result.stderr[-1500:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["num_samples"] == 60
