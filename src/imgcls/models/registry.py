@@ -115,7 +115,8 @@ def _supported_kwargs(builder: Callable, name: str, kwargs: dict) -> dict:
 
     accepted = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        return dict(kwargs)  # a configurable builder (e.g. vit) takes and checks its own options
+        # a configurable builder (e.g. vit) takes and checks its own options; None means "its default"
+        return {key: value for key, value in kwargs.items() if value is not None}
     kept = {}
     for key, value in kwargs.items():
         if key in accepted:
