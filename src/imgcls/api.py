@@ -134,9 +134,18 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_json_atomic(run_dir / "classes.json", bundle.class_names)
         _print_data_summary(bundle, config, run_dir)
-    loaders, generator = _make_loaders(bundle, config, mean, std, num_processes)
-    result = fit(model, loaders, config, run_dir, metadata, bundle.class_names, resume=resume,
-                 shuffle_generator=generator)
+    if config.model.linear_probe:
+        from imgcls.config import default_cache_dir
+        from imgcls.probe import train_linear_probe
+
+        cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
+        result = train_linear_probe(model, bundle, config, run_dir, metadata, mean, std, cache_dir / "features",
+                                    resume, is_main)
+    else:
+        loaders, generator = _make_loaders(bundle, config, mean, std, num_processes)
+        groups, frozen, freeze_epochs = _transfer_setup(model, config)
+        result = fit(model, loaders, config, run_dir, metadata, bundle.class_names, groups, frozen, freeze_epochs,
+                     resume=resume, shuffle_generator=generator)
     if is_main:
         write_json_atomic(run_dir / "metrics.json", result.final_metrics)
         from imgcls.report.tables import print_metrics
@@ -145,6 +154,19 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
             print_metrics(result.final_metrics, title=f"metrics of the best epoch ({result.best_epoch})")
         console.print(f"run folder: [bold]{run_dir}[/bold]")
     return TrainOutcome(run_dir, result.final_metrics, result.best_epoch, len(result.history), result.wall_time_s)
+
+
+def _transfer_setup(model, config: Config):
+    """Optimizer groups, the parameters to freeze and for how many epochs."""
+    from imgcls.config import resolved_lr, resolved_weight_decay
+    from imgcls.models.transfer import backbone_parameters, param_groups
+
+    model_cfg = config.model
+    lr = resolved_lr(config.optim, config.train.batch_size)
+    groups = param_groups(model, lr, resolved_weight_decay(config.optim), model_cfg.backbone_lr_scale)
+    freeze_epochs = config.train.epochs if model_cfg.freeze_backbone else model_cfg.freeze_epochs
+    frozen = backbone_parameters(model) if freeze_epochs else None
+    return groups, frozen, freeze_epochs
 
 
 def _record_resolved_values(config: Config, bundle) -> None:

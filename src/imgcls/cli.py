@@ -39,6 +39,11 @@ def _add_train(commands) -> None:
     g.add_argument("--weights", metavar="FILE", help="start from local .safetensors/.pth weights")
     g.add_argument("--drop-rate", type=float, help="dropout before the classifier")
     g.add_argument("--drop-path-rate", type=float, help="stochastic depth rate (timm models that support it)")
+    g.add_argument("--freeze-backbone", action="store_const", const=True, help="train the classifier head only")
+    g.add_argument("--freeze-epochs", type=int, help="train the head only for N epochs, then the whole network")
+    g.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr * this once it trains (e.g. 0.1)")
+    g.add_argument("--linear-probe", action="store_const", const=True,
+                   help="compute frozen-backbone features once (cached on disk), train a linear head on them")
     g = p.add_argument_group("data")
     g.add_argument("--img-size", type=int, help="input size in pixels (default: native for built-ins, else 224)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: 1 if all images are gray)")
@@ -49,6 +54,8 @@ def _add_train(commands) -> None:
     g.add_argument("--max-per-class", type=int, help="use at most N images per class in each split")
     g.add_argument("--data-root", help="where built-in datasets are stored (default ~/.cache/imgcls/datasets)")
     g.add_argument("--workers", type=int, help="data loader worker processes (default 2)")
+    g.add_argument("--cache-dir", help="where derived data such as linear-probe features is cached "
+                   "(default ~/.cache/imgcls)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="per process (default 64)")

@@ -29,6 +29,7 @@ class DataConfig:
     hflip: bool = True
     max_per_class: int | None = None  # cap images per class in every split (quick experiments)
     workers: int = 2
+    cache_dir: str | None = None  # cached features etc.; None: ~/.cache/imgcls
 
 
 @dataclass
@@ -38,6 +39,10 @@ class ModelConfig:
     weights: str | None = None
     drop_rate: float = 0.0
     drop_path_rate: float | None = None
+    freeze_backbone: bool = False  # train the classifier head only
+    freeze_epochs: int = 0  # train the head only for N epochs, then everything (fastai's fine_tune)
+    backbone_lr_scale: float = 1.0  # backbone learning rate = lr * this, once it trains
+    linear_probe: bool = False  # cache frozen-backbone features once, train a linear head on them
 
 
 @dataclass
@@ -214,6 +219,13 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--warmup-epochs must be 0 or more, got {optim.warmup_epochs}")
     if optim.step_epochs < 1:
         raise ImgclsError(f"--step-epochs must be at least 1, got {optim.step_epochs}")
+    model = config.model
+    if model.freeze_epochs < 0:
+        raise ImgclsError(f"--freeze-epochs must be 0 or more, got {model.freeze_epochs}")
+    if not model.backbone_lr_scale > 0:
+        raise ImgclsError(f"--backbone-lr-scale must be positive, got {model.backbone_lr_scale}")
+    if model.linear_probe and (model.freeze_backbone or model.freeze_epochs):
+        raise ImgclsError("--linear-probe already keeps the backbone frozen; drop --freeze-backbone/--freeze-epochs")
     if train.epochs < 1:
         raise ImgclsError(f"--epochs must be at least 1, got {train.epochs}")
     if train.batch_size < 1:
@@ -241,6 +253,11 @@ def flat_to_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         section, field_name = owners[key]
         sections.setdefault(section, {})[field_name] = value
     return sections
+
+
+def default_cache_dir() -> Path:
+    """Where imgcls caches derived data (linear-probe features) when --cache-dir is not given."""
+    return Path.home() / ".cache" / "imgcls"
 
 
 def default_data_root() -> Path:

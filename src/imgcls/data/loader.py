@@ -32,6 +32,23 @@ class TensorImageDataset(Dataset):
         return normalize_batch(images, self.mean, self.std), self.labels[index]
 
 
+class FeatureDataset(Dataset):
+    """Pre-computed feature vectors and labels, fetched a whole batch at a time."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int):
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]):
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.features[index], self.labels[index]
+
+
 def _batch_as_is(batch):
     """The dataset already returns a collated batch."""
     return batch

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 
-def make_accelerator(precision: str, seed: int | None = None):
-    """An Accelerator for `precision` (fp32 / bf16 / fp16, already resolved), with seedable shuffling."""
+def make_accelerator(precision: str, seed: int | None = None, find_unused_parameters: bool = False):
+    """An Accelerator for `precision` (fp32 / bf16 / fp16, already resolved), with seedable shuffling.
+
+    find_unused_parameters lets DDP cope with parameters that are frozen for some epochs.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     accelerator = Accelerator(
         cpu=cpu_only(),
         mixed_precision=mixed,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
     if seed is not None:
         set_seed(seed)

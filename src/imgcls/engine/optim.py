@@ -5,17 +5,19 @@ from __future__ import annotations
 from imgcls.config import OptimConfig
 
 
-def build_optimizer(model, optim: OptimConfig, lr: float, weight_decay: float):
-    """AdamW / Adam / SGD (Nesterov) via timm, with no weight decay on biases and norm layers."""
-    from timm.optim import create_optimizer_v2
+def build_optimizer(param_groups: list[dict], optim: OptimConfig, lr: float):
+    """AdamW / Adam / SGD (Nesterov) over prepared groups (each with its own lr and weight decay)."""
+    import torch
 
-    opt = {"adamw": "adamw", "adam": "adam", "sgd": "sgd"}[optim.optimizer]
-    extra = {"momentum": optim.momentum} if optim.optimizer == "sgd" else {}
-    return create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay, **extra)
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=optim.momentum, nesterov=optim.momentum > 0)
+    if optim.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=lr)
+    return torch.optim.AdamW(param_groups, lr=lr)
 
 
 def build_scheduler(optimizer, optim: OptimConfig, steps_per_epoch: int, epochs: int, lr: float):
-    """A torch LR scheduler stepped once per optimizer step, over the whole run."""
+    """A torch LR scheduler stepped once per optimizer step, over the whole run (each group keeps its ratio)."""
     from torch.optim import lr_scheduler
 
     total = max(1, steps_per_epoch * epochs)
@@ -24,10 +26,13 @@ def build_scheduler(optimizer, optim: OptimConfig, steps_per_epoch: int, epochs:
     if optim.scheduler == "onecycle":
         # One-cycle has its own warm-up phase: the first pct_start of the run.
         pct_start = warmup / total if warmup > 0 else 0.25
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=max(pct_start, 1e-3))
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=max(pct_start, 1e-3))
     after_warmup = total - warmup
     if optim.scheduler == "cosine":
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after_warmup), eta_min=lr * optim.min_lr_ratio)
+        # eta_min is one number for all groups: take the smallest group's floor so no group rises at the end.
+        floor = min(group["lr"] for group in optimizer.param_groups) * optim.min_lr_ratio
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after_warmup), eta_min=floor)
     elif optim.scheduler == "step":
         main = lr_scheduler.StepLR(optimizer, step_size=max(1, optim.step_epochs * steps_per_epoch),
                                    gamma=optim.step_gamma)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgcls.atomic import write_text_atomic
-from imgcls.config import Config, resolved_lr, resolved_weight_decay
+from imgcls.config import Config, resolved_lr
 from imgcls.console import get_console
 from imgcls.engine.checkpoint import load_training_state, load_weights_into, save_training_state, save_weights
 from imgcls.engine.evaluate import collect_logits, make_accelerator, resolve_precision
@@ -39,17 +39,21 @@ class FitResult:
 
 
 def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: dict, class_names: list[str],
-        resume: bool = False, shuffle_generator=None) -> FitResult:
+        param_groups: list[dict], frozen_params: list | None = None, freeze_epochs: int = 0,
+        resume: bool = False, shuffle_generator=None, weights_name: str = "best.safetensors") -> FitResult:
     """Train `model` on loaders["train"], select the best epoch on loaders["val"], evaluate it on every
-    non-train loader, and keep run_dir's best.safetensors, last/ and history.csv up to date every epoch."""
+    non-train loader, and keep run_dir's weights file, last/ and history.csv up to date every epoch.
+
+    `frozen_params` get no updates during the first `freeze_epochs` epochs (the head trains alone).
+    """
     # --- setup ---
     train_cfg, optim_cfg = config.train, config.optim
     precision = resolve_precision(train_cfg.precision)
-    accelerator = make_accelerator(precision)
+    accelerator = make_accelerator(precision, find_unused_parameters=bool(frozen_params and freeze_epochs))
     console = get_console()
     lr = resolved_lr(optim_cfg, train_cfg.batch_size)
     steps_per_epoch = len(loaders["train"])
-    optimizer = build_optimizer(model, optim_cfg, lr, resolved_weight_decay(optim_cfg))
+    optimizer = build_optimizer(param_groups, optim_cfg, lr)
     scheduler = build_scheduler(optimizer, optim_cfg, steps_per_epoch, train_cfg.epochs, lr)
     model, optimizer, scheduler, train_loader = accelerator.prepare(model, optimizer, scheduler, loaders["train"])
     eval_loaders = {name: accelerator.prepare(loader) for name, loader in loaders.items() if name != "train"}
@@ -70,6 +74,8 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
         if shuffle_generator is not None:  # worker augmentation seeds depend on the epoch only: exact resume
             shuffle_generator.manual_seed(train_cfg.seed * 100_003 + epoch)
         train_loader.set_epoch(epoch)
+        for parameter in frozen_params or []:
+            parameter.requires_grad_(epoch >= freeze_epochs)
         train_loss, train_acc = train_one_epoch(accelerator, model, train_loader, criterion, optimizer, scheduler,
                                                 epoch, train_cfg.epochs)
         if not math.isfinite(train_loss):
@@ -88,7 +94,7 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
         if improved:
             state.update(best_metric=row.get(f"val_{monitor}"), best_epoch=epoch + 1, bad_epochs=0)
             if accelerator.is_main_process:
-                save_weights(accelerator.unwrap_model(model), run_dir / "best.safetensors", weights_metadata)
+                save_weights(accelerator.unwrap_model(model), run_dir / weights_name, weights_metadata)
         else:
             state["bad_epochs"] += 1
         state["history"].append(row)
@@ -103,7 +109,7 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
 
     # --- the end: evaluate the best weights on every held-out split ---
     accelerator.wait_for_everyone()
-    load_weights_into(accelerator.unwrap_model(model), run_dir / "best.safetensors")
+    load_weights_into(accelerator.unwrap_model(model), run_dir / weights_name)
     final = {name: compute_metrics(*collect_logits(accelerator, model, loader), class_names)
              for name, loader in eval_loaders.items()}
     return FitResult(

@@ -30,6 +30,14 @@ class DenseNetSE(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
         self.pretrained_cfg = self.backbone.pretrained_cfg  # mean/std of the backbone's weights
 
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (timm's interface; used by freezing and linear probing)."""
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new Linear for `num_classes`, or Identity for 0 (SE-weighted pooled features out)."""
+        self.classifier = nn.Linear(self.se.fc1.in_channels, num_classes) if num_classes else nn.Identity()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.se(self.backbone.forward_features(images))
         return self.classifier(self.dropout(self.pool(features).flatten(1)))

@@ -60,6 +60,16 @@ class ViT(nn.Module):
             nn.init.normal_(self.cls_token, std=1e-6)
         self.apply(_init_linear)
 
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (timm's interface; used by freezing and linear probing)."""
+        return self.head[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final layer: a new Linear, or Identity for num_classes=0 (features out)."""
+        features = self.head[-1].in_features if isinstance(self.head[-1], nn.Linear) else self._head_features
+        self._head_features = features
+        self.head[-1] = nn.Linear(features, num_classes) if num_classes else nn.Identity()
+
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Token embeddings after the last block and the final norm: (N, tokens, width)."""
         tokens = self.patch_embed(images).flatten(2).transpose(1, 2)

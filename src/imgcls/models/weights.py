@@ -80,7 +80,7 @@ def map_by_position(state: dict, own: dict) -> dict:
     file_items, own_items = list(state.items()), list(own.items())
     renamed = {}
     for (file_key, value), (own_key, own_value) in zip(file_items, own_items):
-        if value.shape != own_value.shape:
+        if value.shape != own_value.shape and not _is_input_conv_pair(value, own_value):
             break
         renamed[own_key] = value
     return renamed
@@ -110,6 +110,24 @@ def map_keys(state: dict, own: dict, mapper: str = "auto") -> tuple[dict, str | 
     return best, best_name
 
 
+def _is_input_conv_pair(value, target) -> bool:
+    """RGB filters of a first convolution, and the same layer built for another channel count."""
+    return (value.ndim == 4 and target.ndim == 4 and value.shape[0] == target.shape[0]
+            and value.shape[2:] == target.shape[2:] and value.shape[1] == 3 and target.shape[1] != 3)
+
+
+def _adapt_input_convs(state: dict, own: dict) -> dict:
+    """RGB first-layer filters summed for 1-channel input (and repeated for more), as timm does for hub weights."""
+    from timm.models import adapt_input_conv
+
+    adapted = dict(state)
+    for key, value in state.items():
+        target = own.get(key)
+        if target is not None and _is_input_conv_pair(value, target):
+            adapted[key] = adapt_input_conv(target.shape[1], value)
+    return adapted
+
+
 def load_weights(model, path: str | Path, mapper: str = "auto") -> None:
     """Load matching tensors from `path`; layers whose shape differs (a new head) keep their initialization."""
     state = read_state_dict(path)
@@ -117,6 +135,7 @@ def load_weights(model, path: str | Path, mapper: str = "auto") -> None:
     state, used_mapper = map_keys(state, own, mapper)
     if used_mapper is not None:
         info(f"weights: {Path(path).name} uses other tensor names; mapped them with the '{used_mapper}' mapper")
+    state = _adapt_input_convs(state, own)
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     reshaped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     unexpected = sorted(k for k in state if k not in own)

@@ -1,0 +1,99 @@
+"""Linear probing: run the frozen backbone once over every split, cache the features, fit a linear head."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from imgcls.errors import ImgclsError
+
+HEAD_FILE = "head.safetensors"
+
+
+def feature_cache_key(model_cfg, bundle, mean, std) -> str:
+    """Identifies the features: architecture, weights file (path, size, mtime), input and every image."""
+    digest = hashlib.sha256()
+    weights = Path(model_cfg.weights).expanduser() if model_cfg.weights else None
+    weights_id = [str(weights.resolve()), weights.stat().st_size, weights.stat().st_mtime_ns] if weights else None
+    digest.update(json.dumps([model_cfg.name, model_cfg.pretrained, weights_id, bundle.channels, bundle.img_size,
+                              list(mean), list(std), bundle.class_names]).encode())
+    for split_name in sorted(bundle.splits):
+        split = bundle.splits[split_name]
+        digest.update(split_name.encode())
+        digest.update(split.images.numpy().tobytes())
+        digest.update(split.labels.numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def extract_features(model, bundle, mean, std, cache_dir: Path, key: str, batch_size: int = 256) -> dict:
+    """{split: (features (N, D) float32, labels)}: read from the cache, or computed once and cached."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from imgcls.atomic import write_atomic
+    from imgcls.console import info
+    from imgcls.data.transforms import normalize_batch
+
+    cache_file = cache_dir / f"{key}.safetensors"
+    if cache_file.is_file():
+        info(f"linear probe: using cached features {cache_file}")
+        stored = load_file(str(cache_file))
+        return {split: (stored[f"{split}.features"], stored[f"{split}.labels"]) for split in bundle.splits}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
+    features = {}
+    with torch.inference_mode():
+        for split_name, split in bundle.splits.items():
+            chunks = [model(normalize_batch(split.images[start : start + batch_size], mean, std).to(device)).float().cpu()
+                      for start in range(0, len(split), batch_size)]
+            features[split_name] = (torch.cat(chunks), split.labels.clone())
+    tensors = {}
+    for split_name, (values, labels) in features.items():
+        tensors[f"{split_name}.features"] = values.contiguous()
+        tensors[f"{split_name}.labels"] = labels.contiguous()
+    write_atomic(cache_file, lambda tmp: save_file(tensors, str(tmp)))
+    info(f"linear probe: features cached in {cache_file}")
+    return features
+
+
+def train_linear_probe(model, bundle, config, run_dir: Path, metadata: dict, mean, std, cache_dir: Path,
+                       resume: bool, is_main: bool):
+    """Fit a linear head on cached features; write the full model (backbone + head) to best.safetensors."""
+    import torch
+    from torch import nn
+
+    from imgcls.config import resolved_lr, resolved_weight_decay
+    from imgcls.data.loader import FeatureDataset, make_loader
+    from imgcls.engine.checkpoint import load_weights_into, save_weights
+    from imgcls.engine.trainer import fit
+    from imgcls.models.transfer import param_groups
+
+    if not hasattr(model, "reset_classifier"):
+        raise ImgclsError(f"{config.model.name} has no replaceable classifier; --linear-probe needs a timm model "
+                          f"or vit / densenet_se")
+    num_classes = len(bundle.class_names)
+    model.reset_classifier(0)  # the model now returns the pooled features its classifier would see
+    features = extract_features(model, bundle, mean, std, cache_dir,
+                                feature_cache_key(config.model, bundle, mean, std))
+    head = nn.Linear(features["train"][0].shape[1], num_classes)
+    batch_size, seed = config.train.batch_size, config.train.seed
+    loaders = {"train": make_loader(FeatureDataset(*features["train"]), batch_size, shuffle=True, workers=0,
+                                    seed=seed)}
+    for split in ("val", "test"):
+        if split in features:
+            loaders[split] = make_loader(FeatureDataset(*features[split]), batch_size * 4, shuffle=False, workers=0,
+                                         seed=seed)
+    lr = resolved_lr(config.optim, batch_size)
+    groups = param_groups(head, lr, resolved_weight_decay(config.optim))
+    result = fit(head, loaders, config, run_dir, {"linear_head_of": config.model.name}, bundle.class_names, groups,
+                 resume=resume, shuffle_generator=loaders["train"].generator, weights_name=HEAD_FILE)
+    load_weights_into(head, run_dir / HEAD_FILE)
+    model.reset_classifier(num_classes)
+    with torch.no_grad():
+        classifier = model.get_classifier()
+        classifier.weight.copy_(head.weight)
+        classifier.bias.copy_(head.bias)
+    if is_main:
+        save_weights(model.cpu(), run_dir / "best.safetensors", metadata)
+    return result
