@@ -206,6 +206,7 @@ def _create_checked_model(config: Config, bundle):
     model_cfg = config.model
     model = create_model(model_cfg.name, num_classes=len(bundle.class_names), in_chans=bundle.channels,
                          img_size=bundle.img_size, pretrained=model_cfg.pretrained, weights=model_cfg.weights,
+                         weights_map=model_cfg.weights_map,
                          drop_rate=model_cfg.drop_rate, drop_path_rate=model_cfg.drop_path_rate)
     _check_input_size(model, model_cfg.name, bundle.channels, bundle.img_size)
     return model

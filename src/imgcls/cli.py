@@ -37,6 +37,7 @@ def _add_train(commands) -> None:
     g.add_argument("--model", help="built-in or timm model name (see 'imgcls models'); default resnet18")
     g.add_argument("--pretrained", action="store_const", const=True, help="start from timm hub weights (online)")
     g.add_argument("--weights", metavar="FILE", help="start from local .safetensors/.pth weights")
+    g.add_argument("--weights-map", help="match --weights names: auto (default), strip-prefix, positional")
     g.add_argument("--drop-rate", type=float, help="dropout before the classifier")
     g.add_argument("--drop-path-rate", type=float, help="stochastic depth rate (timm models that support it)")
     g.add_argument("--freeze-backbone", action="store_const", const=True, help="train the classifier head only")

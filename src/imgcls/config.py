@@ -37,6 +37,7 @@ class ModelConfig:
     name: str = "resnet18"
     pretrained: bool = False
     weights: str | None = None
+    weights_map: str = "auto"  # how --weights tensor names are matched: auto, strip-prefix, positional
     drop_rate: float = 0.0
     drop_path_rate: float | None = None
     freeze_backbone: bool = False  # train the classifier head only

@@ -57,3 +57,22 @@ def test_zero_shot_chelsea_is_a_cat_and_coffee_is_espresso(lite0_weights, tmp_pa
 def test_predict_with_model_needs_weights(tmp_path):
     result = run_cli("predict", "--model", "efficientnet_lite0", str(tmp_path))
     assert result.returncode == 2 and "--weights FILE" in result.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"just some text", "cannot be read as plain tensors"),
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}", "not a valid safetensors file"),
+])
+def test_unreadable_weight_files_are_one_line(tmp_path, class_folders, content, message):
+    suffix = ".safetensors" if b"{" in content else ".pth"
+    path = tmp_path / f"weights{suffix}"
+    path.write_bytes(content)
+    result = run_cli("train", str(class_folders), "--weights", str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_weights_map_flag_forces_a_mapper(tmp_path, class_folders, lite0_weights):
+    result = run_cli("train", str(class_folders), "--model", "resnet18", "--weights", lite0_weights,
+                     "--weights-map", "strip-prefix", "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2 and "no tensor" in result.stderr

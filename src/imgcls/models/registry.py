@@ -76,6 +76,7 @@ def create_model(
     img_size: int | None = None,
     pretrained: bool = False,
     weights: str | None = None,
+    weights_map: str = "auto",
     **kwargs,
 ):
     """Build a model by name: built-ins first, then timm; optionally load pretrained or local weights."""
@@ -103,7 +104,7 @@ def create_model(
     if weights is not None:
         from imgcls.models.weights import load_weights
 
-        load_weights(model, weights)
+        load_weights(model, weights, weights_map)
     return model
 
 
@@ -157,7 +158,10 @@ def _create_timm_model(name: str, num_classes: int, in_chans: int, img_size: int
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return text[0][:160] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    sentence = text[0].split(". ")[0]
+    return sentence[:157] + "..." if len(sentence) > 160 else sentence
 
 
 def _looks_like_network_error(error: BaseException) -> bool:
