@@ -127,7 +127,7 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
         _report_data_problems(bundle, run_dir)
     metadata = {"model": config.model.name, "num_classes": len(bundle.class_names), "in_chans": bundle.channels,
                 "img_size": bundle.img_size, "class_names": bundle.class_names, "mean": list(mean),
-                "std": list(std), "imgcls_version": __version__}
+                "std": list(std), "options": config.model.options, "imgcls_version": __version__}
     if not resume:
         _record_resolved_values(config, bundle)
     if is_main and not resume:
@@ -207,7 +207,7 @@ def _create_checked_model(config: Config, bundle):
     model = create_model(model_cfg.name, num_classes=len(bundle.class_names), in_chans=bundle.channels,
                          img_size=bundle.img_size, pretrained=model_cfg.pretrained, weights=model_cfg.weights,
                          weights_map=model_cfg.weights_map,
-                         drop_rate=model_cfg.drop_rate, drop_path_rate=model_cfg.drop_path_rate)
+                         drop_rate=model_cfg.drop_rate, drop_path_rate=model_cfg.drop_path_rate, **model_cfg.options)
     _check_input_size(model, model_cfg.name, bundle.channels, bundle.img_size)
     return model
 
@@ -269,7 +269,7 @@ def load(run: str | Path) -> LoadedModel:
     weights = weights_path(run)
     meta = read_metadata(weights)
     model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"],
-                         img_size=meta["img_size"])
+                         img_size=meta["img_size"], **meta.get("options", {}))
     load_weights_into(model, weights)
     model.eval()
     run_dir = weights.parent if (weights.parent / "config.yaml").is_file() else None

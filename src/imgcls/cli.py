@@ -25,6 +25,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _model_option(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    return key.strip(), yaml.safe_load(value)
+
+
 def _add_train(commands) -> None:
     p = commands.add_parser("train", help="train a classifier on a folder or a built-in dataset",
                             description="Train a classifier. DATA is a folder with one subfolder per class, a "
@@ -38,6 +47,9 @@ def _add_train(commands) -> None:
     g.add_argument("--pretrained", action="store_const", const=True, help="start from timm hub weights (online)")
     g.add_argument("--weights", metavar="FILE", help="start from local .safetensors/.pth weights")
     g.add_argument("--weights-map", help="match --weights names: auto (default), strip-prefix, positional")
+    g.add_argument("--model-option", dest="options", action="append", type=_model_option, metavar="KEY=VALUE",
+                   help="architecture option, repeatable: e.g. --model-option patch_size=4 --model-option "
+                   "pool=cls --model-option head_hidden=[512] for vit")
     g.add_argument("--drop-rate", type=float, help="dropout before the classifier")
     g.add_argument("--drop-path-rate", type=float, help="stochastic depth rate (timm models that support it)")
     g.add_argument("--freeze-backbone", action="store_const", const=True, help="train the classifier head only")
@@ -86,6 +98,8 @@ def _run_train(args) -> int:
     from imgcls.config import build_config, flat_to_sections
 
     overrides = {key: value for key, value in vars(args).items() if key not in _NOT_OVERRIDES and value is not None}
+    if "options" in overrides:
+        overrides["options"] = dict(overrides["options"])
     if args.resume:
         if args.data or args.config or overrides:
             raise ImgclsError("--resume continues a run with its saved settings; pass only --resume RUN")

@@ -40,6 +40,7 @@ class ModelConfig:
     weights_map: str = "auto"  # how --weights tensor names are matched: auto, strip-prefix, positional
     drop_rate: float = 0.0
     drop_path_rate: float | None = None
+    options: dict = field(default_factory=dict)  # architecture options, e.g. {patch_size: 4, depth: 6} for vit
     freeze_backbone: bool = False  # train the classifier head only
     freeze_epochs: int = 0  # train the head only for N epochs, then everything (fastai's fine_tune)
     backbone_lr_scale: float = 1.0  # backbone learning rate = lr * this, once it trains
@@ -112,6 +113,10 @@ def _unknown_key(key: str, known: list[str], where: str) -> ImgclsError:
 
 def _coerce(value: Any, annotation: str, key: str) -> Any:
     """Convert YAML/flag values to the field's declared type, with a clear error on mismatch."""
+    if annotation == "dict":
+        if not isinstance(value, dict):
+            raise ImgclsError(f"config key '{key}' must be a mapping of option names to values, got {value!r}")
+        return dict(value)
     if value is None:
         if "None" in annotation:
             return None

@@ -62,3 +62,16 @@ def test_every_builtin_trains_an_epoch_through_the_cli(name, extra, fmnist_root,
     assert result.returncode == 0, result.stderr[-1500:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test"]["num_samples"] == 60
+
+
+def test_vit_options_from_the_command_line_and_unknown_options(fmnist_root, tmp_path):
+    result = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "vit", "--epochs", "1",
+                     "--max-per-class", "4", "--workers", "0", "--runs-dir", str(tmp_path), "--name", "vit7",
+                     "--model-option", "patch_size=7", "--model-option", "pool=cls",
+                     "--model-option", "head_hidden=[32]", "--model-option", "depth=2")
+    assert result.returncode == 0, result.stderr[-1500:]
+    model = imgcls.load(tmp_path / "vit7").model
+    assert model.grid_size == 4 and model.pool == "cls" and len(model.blocks) == 2
+    bad = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "resnet18",
+                  "--max-per-class", "4", "--runs-dir", str(tmp_path), "--model-option", "patch_size=7")
+    assert bad.returncode == 2 and "has no option 'patch_size'" in bad.stderr and "Traceback" not in bad.stderr

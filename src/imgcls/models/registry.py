@@ -81,6 +81,22 @@ def create_model(
 ):
     """Build a model by name: built-ins first, then timm; optionally load pretrained or local weights."""
     _load_builtin_modules()
+    try:
+        model = _build(name, num_classes, in_chans, img_size, pretrained, kwargs)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        option = str(error).split("argument")[-1].strip(" '\"")
+        raise ImgclsError(f"{name} has no option '{option}'; remove --model-option {option}=...") from None
+    model.imgcls_name = name
+    if weights is not None:
+        from imgcls.models.weights import load_weights
+
+        load_weights(model, weights, weights_map)
+    return model
+
+
+def _build(name: str, num_classes: int, in_chans: int, img_size: int | None, pretrained: bool, kwargs: dict):
     if name in _BUILTINS:
         builder = _BUILTINS[name]
         if pretrained:
@@ -98,14 +114,8 @@ def create_model(
                 raise ImgclsError(f"could not download pretrained weights for '{name}' ({_first_line(error)}); "
                                   f"you seem to be offline: pass --weights FILE instead") from None
             raise
-    else:
-        model = _create_timm_model(name, num_classes, in_chans, img_size, pretrained, **kwargs)
-    model.imgcls_name = name
-    if weights is not None:
-        from imgcls.models.weights import load_weights
-
-        load_weights(model, weights, weights_map)
-    return model
+        return model
+    return _create_timm_model(name, num_classes, in_chans, img_size, pretrained, **kwargs)
 
 
 def _supported_kwargs(builder: Callable, name: str, kwargs: dict) -> dict:
