@@ -9,7 +9,19 @@ from imgcls.data.build import ImageSplit
 from imgcls.data.transforms import normalize_batch
 
 
-class TensorImageDataset(Dataset):
+class _BatchDataset(Dataset):
+    """A dataset whose DataLoader fetches whole batches through `__getitems__` (labels in self.labels)."""
+
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int):
+        return self.__getitems__([index])
+
+
+class TensorImageDataset(_BatchDataset):
     """Indexable decoded images; `__getitems__` returns a normalized float batch and its labels."""
 
     def __init__(self, split: ImageSplit, mean, std, transform=None):
@@ -17,12 +29,6 @@ class TensorImageDataset(Dataset):
         self.labels = split.labels
         self.mean, self.std = tuple(mean), tuple(std)
         self.transform = transform
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int):
-        return self.__getitems__([index])
 
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, dtype=torch.long)
@@ -32,17 +38,11 @@ class TensorImageDataset(Dataset):
         return normalize_batch(images, self.mean, self.std), self.labels[index]
 
 
-class FeatureDataset(Dataset):
+class FeatureDataset(_BatchDataset):
     """Pre-computed feature vectors and labels, fetched a whole batch at a time."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor):
         self.features, self.labels = features, labels
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int):
-        return self.__getitems__([index])
 
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, dtype=torch.long)
