@@ -31,7 +31,8 @@ def test_train_makes_a_complete_run_folder(trained_run):
     assert "run folder" in result.stdout and "corrupt.jpg" in result.stderr
     assert "corrupt.jpg" in (run / "skipped.txt").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"val", "test"}
+    assert set(metrics) == {"train", "val", "test"}
+    assert metrics["test"]["accuracy"]["ci95"][0] <= metrics["test"]["accuracy"]["value"]
     assert 0.0 <= metrics["test"]["accuracy"]["value"] <= 1.0
     assert set(metrics["test"]["per_class"]) == {"cat", "coffee", "rocket"}
     rows = list(csv.DictReader((run / "history.csv").open()))
@@ -157,3 +158,23 @@ def test_models_lists_builtins_and_marks_pretrained_timm_models():
     assert lines["lenet"] == "built-in"
     assert run_cli("models", "multi*").stdout.splitlines()[0] == "multilayer_cnn\tbuilt-in"
     assert lines["efficientnet_lite0"] == "pretrained" and "resnet18" not in lines or lines["resnet18"] == "pretrained"
+
+
+def test_two_class_run_reports_the_chosen_positive_class_on_train_val_and_test(class_folders, tmp_path):
+    import shutil
+
+    shutil.rmtree(class_folders / "rocket")
+    runs = str(tmp_path / "runs")
+    result = run_cli("train", str(class_folders), "--model", "multilayer_cnn", "--img-size", "28", "--epochs", "1",
+                     "--test-split", "0.2", "--positive-class", "cat", "--workers", "0", "--runs-dir", runs,
+                     "--name", "binary")
+    assert result.returncode == 0, result.stderr
+    assert "positive class: cat" in result.stdout
+    metrics = json.loads((tmp_path / "runs" / "binary" / "metrics.json").read_text())
+    for split in ("train", "val", "test"):
+        assert metrics[split]["positive_class"] == "cat"
+        for name in ("sensitivity", "specificity", "precision", "f1", "mcc", "error_rate", "roc_auc"):
+            assert name in metrics[split], name
+        assert len(metrics[split]["sensitivity"]["ci95"]) == 2
+    wrong = run_cli("train", str(class_folders), "--positive-class", "dog", "--runs-dir", runs)
+    assert wrong.returncode == 2 and "--positive-class 'dog'" in wrong.stderr

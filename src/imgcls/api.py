@@ -11,6 +11,7 @@ from imgcls.atomic import write_json_atomic, write_text_atomic
 from imgcls.config import Config, build_config, config_from_dict, default_data_root, flat_to_sections
 from imgcls.console import get_console, warn
 from imgcls.errors import ImgclsError
+from imgcls.metrics import positive_index
 from imgcls.runs import create_run_dir, default_run_name, weights_path
 
 __version__ = "0.1.0"
@@ -112,6 +113,7 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
     console = get_console()
     data_root = Path(config.data.data_root).expanduser() if config.data.data_root else default_data_root()
     bundle = build_dataset(config.data, config.train.seed, data_root)
+    positive_index(bundle.class_names, config.train.positive_class)  # a wrong name fails before training
     if "train" not in bundle.splits or len(bundle.splits["train"]) == 0:
         example = f" (e.g. {bundle.skipped[0][0]}: {bundle.skipped[0][1]})" if bundle.skipped else ""
         raise ImgclsError(f"no readable training images in {config.data.source}{example}; "
@@ -145,7 +147,8 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
         loaders, generator = _make_loaders(bundle, config, mean, std, num_processes)
         groups, frozen, freeze_epochs = _transfer_setup(model, config)
         result = fit(model, loaders, config, run_dir, metadata, bundle.class_names, groups, frozen, freeze_epochs,
-                     resume=resume, shuffle_generator=generator)
+                     resume=resume, shuffle_generator=generator,
+                     positive_class=positive_index(bundle.class_names, config.train.positive_class))
     if is_main:
         write_json_atomic(run_dir / "metrics.json", result.final_metrics)
         from imgcls.report.tables import print_metrics
@@ -252,9 +255,9 @@ def _make_loaders(bundle, config: Config, mean, std, num_processes: int):
     drop_last = len(train_set) >= 2 * batch_size * num_processes
     train_loader = make_loader(train_set, batch_size, shuffle=True, workers=workers, seed=seed, drop_last=drop_last)
     loaders = {"train": train_loader}
-    for split in ("val", "test"):
-        if split in bundle.splits and len(bundle.splits[split]):
-            dataset = TensorImageDataset(bundle.splits[split], mean, std)
+    for split, source in (("train_eval", "train"), ("val", "val"), ("test", "test")):
+        if source in bundle.splits and len(bundle.splits[source]):
+            dataset = TensorImageDataset(bundle.splits[source], mean, std)
             loaders[split] = make_loader(dataset, batch_size * 2, shuffle=False, workers=min(workers, 1), seed=seed)
     return loaders, train_loader.generator
 
@@ -307,7 +310,8 @@ def load_pretrained(name: str, weights: str | None = None, pretrained: bool = Fa
 # --- evaluate ---
 
 def evaluate(run: str | Path, data: str | None = None, split: str | None = None, batch_size: int = 128,
-             workers: int = 1, data_root: str | None = None, precision: str = "auto") -> dict:
+             workers: int = 1, data_root: str | None = None, precision: str = "auto",
+             positive_class: str | None = None) -> dict:
     """Metrics of a trained model on a split of any dataset; written to RUN/eval/<data>-<split>/metrics.json.
 
     With no `data`, the run's own dataset is used (test split if it has one, else val). A class-per-folder
@@ -347,7 +351,10 @@ def evaluate(run: str | Path, data: str | None = None, split: str | None = None,
     loader = accelerator.prepare(make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=seed))
     model = accelerator.prepare(loaded.model)
     logits, labels = collect_logits(accelerator, model, loader)
-    metrics = compute_metrics(logits, labels, loaded.class_names)
+    if positive_class is None and loaded.config is not None:
+        positive_class = loaded.config.train.positive_class
+    metrics = compute_metrics(logits, labels, loaded.class_names, positive_index(loaded.class_names, positive_class),
+                              seed=seed)
     metrics["split"] = split
     if loaded.run_dir is not None and accelerator.is_main_process:
         out_dir = loaded.run_dir / "eval" / default_run_name(data_cfg.source, split)

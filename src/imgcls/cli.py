@@ -85,6 +85,8 @@ def _add_train(commands) -> None:
     g.add_argument("--monitor", help="val metric that picks the best epoch: accuracy | loss | balanced_accuracy "
                    "| f1_macro | mcc | roc_auc")
     g.add_argument("--patience", type=int, help="stop after N epochs without improvement (0 = off)")
+    g.add_argument("--positive-class", help="two-class data: class (name or index) whose sensitivity, specificity, "
+                   "precision, F1 and AUC are reported (default: the second class)")
     g.add_argument("--runs-dir", help="parent folder of run folders (default runs)")
     g.add_argument("--name", help="run folder name (default <data>-<model>, numbered if taken)")
     p.set_defaults(handler=_run_train)
@@ -121,6 +123,7 @@ def _add_eval(commands) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-root")
+    p.add_argument("--positive-class", help="two-class data: the positive class (default: the run's)")
     p.set_defaults(handler=_run_eval)
 
 
@@ -130,7 +133,7 @@ def _run_eval(args) -> int:
     from imgcls.report.tables import print_metrics
 
     metrics = api.evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size,
-                           workers=args.workers, data_root=args.data_root)
+                           workers=args.workers, data_root=args.data_root, positive_class=args.positive_class)
     split = metrics["split"]
     print_metrics({split: metrics}, title=f"metrics on {args.data or 'the run data'}, split {split}")
     if "written_to" in metrics:

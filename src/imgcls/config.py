@@ -69,6 +69,7 @@ class TrainConfig:
     precision: str = "auto"
     monitor: str = "accuracy"
     patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
+    positive_class: str | None = None  # two-class data: the class whose sensitivity etc. is reported (default 2nd)
     runs_dir: str = "runs"
     name: str | None = None
 

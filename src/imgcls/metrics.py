@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import math
 
+from imgcls.errors import ImgclsError
+
 SCALAR_ORDER = (
-    "accuracy", "top5_accuracy", "balanced_accuracy", "loss", "precision_macro", "recall_macro",
-    "specificity_macro", "f1_macro", "precision_weighted", "recall_weighted", "specificity_weighted",
-    "f1_weighted", "mcc", "roc_auc",
+    "accuracy", "error_rate", "top5_accuracy", "balanced_accuracy", "loss",
+    "sensitivity", "specificity", "precision", "f1",  # two-class data: of the positive class
+    "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "precision_weighted", "recall_weighted",
+    "specificity_weighted", "f1_weighted", "mcc", "cohen_kappa", "roc_auc", "pr_auc", "ece",
 )
 LOWER_IS_BETTER = frozenset({"loss"})
 
 
-def compute_metrics(logits, targets, class_names: list[str]) -> dict:
-    """Every metric of one split: scalars as {"value": x}, plus per-class stats and the confusion matrix.
+def compute_metrics(logits, targets, class_names: list[str], positive_class: int = 1, resamples: int = 1000,
+                    seed: int = 0) -> dict:
+    """Every metric of one split: scalars as {"value": x} (with "ci95": [low, high] for the bootstrapped
+    ones when `resamples` > 0), plus per-class stats and the confusion matrix.
 
-    For two classes, ROC-AUC scores the second class as positive; for more, it is the one-vs-rest macro
-    average over the classes that occur in `targets` (AUC is undefined for a class with no positives).
+    For two classes, sensitivity / specificity / precision / F1 / ROC-AUC / PR-AUC are those of
+    `positive_class` (default the second class); for more, ROC-AUC and PR-AUC are one-vs-rest macro
+    averages over the classes that occur in `targets` (undefined for a class with no positives).
     """
     import torch
     import torch.nn.functional as F
@@ -53,11 +59,25 @@ def compute_metrics(logits, targets, class_names: list[str]) -> dict:
         "specificity_weighted": specificity_weighted,
         "f1_weighted": f1_weighted,
         "mcc": tmc.multiclass_matthews_corrcoef(probs.argmax(1), targets, **common),
-        "roc_auc": _roc_auc(probs, targets, num_classes),
+        "cohen_kappa": tmc.multiclass_cohen_kappa(probs.argmax(1), targets, **common),
+        "roc_auc": _roc_auc(probs, targets, num_classes, positive_class),
+        "pr_auc": _pr_auc(probs, targets, num_classes, positive_class),
+        "ece": tmc.multiclass_calibration_error(probs, targets, n_bins=15, norm="l1", **common),
     }
+    scalars["error_rate"] = 1.0 - scalars["accuracy"]
+    if num_classes == 2:
+        scalars.update(sensitivity=recall[positive_class], specificity=recall[1 - positive_class],
+                       precision=precision[positive_class], f1=f1[positive_class])
     if num_classes >= 5:
         scalars["top5_accuracy"] = tmc.multiclass_accuracy(probs, targets, average="micro", top_k=5, **common)
     result = {name: {"value": _number(scalars[name])} for name in SCALAR_ORDER if name in scalars}
+    if resamples > 0 and targets.numel() > 1:
+        from imgcls.bootstrap import bootstrap_intervals
+
+        for name, interval in bootstrap_intervals(probs, targets, positive_class, resamples, seed).items():
+            result[name]["ci95"] = None if interval is None else [float(interval[0]), float(interval[1])]
+    if num_classes == 2:
+        result["positive_class"] = class_names[positive_class]
     result["per_class"] = {
         name: {
             "precision": _number(precision[i]),
@@ -73,15 +93,28 @@ def compute_metrics(logits, targets, class_names: list[str]) -> dict:
     return result
 
 
-def _roc_auc(probs, targets, num_classes: int):
+def _roc_auc(probs, targets, num_classes: int, positive_class: int):
     from torchmetrics.functional import classification as tmc
 
     present = targets.unique()
     if len(present) < 2:
         return float("nan")
     if num_classes == 2:
-        return tmc.binary_auroc(probs[:, 1], targets)
+        return tmc.binary_auroc(probs[:, positive_class], (targets == positive_class).long())
     per_class = tmc.multiclass_auroc(probs, targets, num_classes=num_classes, average="none")
+    return per_class[present].mean()
+
+
+def _pr_auc(probs, targets, num_classes: int, positive_class: int):
+    """Average precision (area under the precision-recall curve, step-wise as scikit-learn computes it)."""
+    from torchmetrics.functional import classification as tmc
+
+    present = targets.unique()
+    if len(present) < 2:
+        return float("nan")
+    if num_classes == 2:
+        return tmc.binary_average_precision(probs[:, positive_class], (targets == positive_class).long())
+    per_class = tmc.multiclass_average_precision(probs, targets, num_classes=num_classes, average="none")
     return per_class[present].mean()
 
 
@@ -89,6 +122,18 @@ def _number(value) -> float | None:
     """A JSON-safe float; None for undefined values (NaN)."""
     number = float(value)
     return None if math.isnan(number) else number
+
+
+def positive_index(class_names: list[str], positive: str | None) -> int:
+    """Index of the positive class for two-class metrics: a class name or index; default the second class."""
+    if positive is None:
+        return 1
+    if positive in class_names:
+        return class_names.index(positive)
+    if positive.isdigit() and int(positive) < len(class_names):
+        return int(positive)
+    raise ImgclsError(f"--positive-class '{positive}' is not a class of this data; choose one of "
+                      f"{', '.join(class_names)}")
 
 
 def is_better(metric: str, new: float | None, best: float | None) -> bool:

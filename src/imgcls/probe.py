@@ -67,6 +67,7 @@ def train_linear_probe(model, bundle, config, run_dir: Path, metadata: dict, mea
     from imgcls.data.loader import FeatureDataset, make_loader
     from imgcls.engine.checkpoint import load_weights_into, save_weights
     from imgcls.engine.trainer import fit
+    from imgcls.metrics import positive_index
     from imgcls.models.transfer import param_groups
 
     if not hasattr(model, "reset_classifier"):
@@ -80,14 +81,15 @@ def train_linear_probe(model, bundle, config, run_dir: Path, metadata: dict, mea
     batch_size, seed = config.train.batch_size, config.train.seed
     loaders = {"train": make_loader(FeatureDataset(*features["train"]), batch_size, shuffle=True, workers=0,
                                     seed=seed)}
-    for split in ("val", "test"):
+    for name, split in (("train_eval", "train"), ("val", "val"), ("test", "test")):
         if split in features:
-            loaders[split] = make_loader(FeatureDataset(*features[split]), batch_size * 4, shuffle=False, workers=0,
-                                         seed=seed)
+            loaders[name] = make_loader(FeatureDataset(*features[split]), batch_size * 4, shuffle=False, workers=0,
+                                        seed=seed)
     lr = resolved_lr(config.optim, batch_size)
     groups = param_groups(head, lr, resolved_weight_decay(config.optim))
     result = fit(head, loaders, config, run_dir, {"linear_head_of": config.model.name}, bundle.class_names, groups,
-                 resume=resume, shuffle_generator=loaders["train"].generator, weights_name=HEAD_FILE)
+                 resume=resume, shuffle_generator=loaders["train"].generator, weights_name=HEAD_FILE,
+                 positive_class=positive_index(bundle.class_names, config.train.positive_class))
     load_weights_into(head, run_dir / HEAD_FILE)
     model.reset_classifier(num_classes)
     with torch.no_grad():

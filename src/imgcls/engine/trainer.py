@@ -40,11 +40,14 @@ class FitResult:
 
 def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: dict, class_names: list[str],
         param_groups: list[dict], frozen_params: list | None = None, freeze_epochs: int = 0,
-        resume: bool = False, shuffle_generator=None, weights_name: str = "best.safetensors") -> FitResult:
+        resume: bool = False, shuffle_generator=None, weights_name: str = "best.safetensors",
+        positive_class: int = 1) -> FitResult:
     """Train `model` on loaders["train"], select the best epoch on loaders["val"], evaluate it on every
     non-train loader, and keep run_dir's weights file, last/ and history.csv up to date every epoch.
 
     `frozen_params` get no updates during the first `freeze_epochs` epochs (the head trains alone).
+    loaders["train_eval"], when given, is the training set without augmentation: the final metrics
+    include it as "train" (with val/test), as the tutorials report.
     """
     # --- setup ---
     train_cfg, optim_cfg = config.train, config.optim
@@ -85,7 +88,9 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
                "train_accuracy": train_acc}
         improved = True
         if monitor is not None:
-            val_metrics = compute_metrics(*collect_logits(accelerator, model, eval_loaders["val"]), class_names)
+            # per-epoch selection needs no intervals; they are computed once, for the best epoch
+            val_metrics = compute_metrics(*collect_logits(accelerator, model, eval_loaders["val"]), class_names,
+                                          positive_class, resamples=0)
             row.update(val_loss=val_metrics["loss"]["value"], val_accuracy=val_metrics["accuracy"]["value"])
             row[f"val_{monitor}"] = val_metrics[monitor]["value"]
             improved = is_better(monitor, val_metrics[monitor]["value"], state["best_metric"])
@@ -110,8 +115,12 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
     # --- the end: evaluate the best weights on every held-out split ---
     accelerator.wait_for_everyone()
     load_weights_into(accelerator.unwrap_model(model), run_dir / weights_name)
-    final = {name: compute_metrics(*collect_logits(accelerator, model, loader), class_names)
-             for name, loader in eval_loaders.items()}
+    final = {}
+    for name in ("train_eval", "val", "test"):
+        if name in eval_loaders:
+            logits, labels = collect_logits(accelerator, model, eval_loaders[name])
+            final[name.removesuffix("_eval")] = compute_metrics(logits, labels, class_names, positive_class,
+                                                                seed=train_cfg.seed)
     return FitResult(
         history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
         final_metrics=final, stopped_early=state["stopped_early"], wall_time_s=state["wall_time_s"],
