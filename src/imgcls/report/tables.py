@@ -36,14 +36,16 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
     positive = next((m["positive_class"] for m in metrics_by_split.values() if "positive_class" in m), None)
     if positive is not None:
         title += f" — positive class: {positive}"
-    summary = Table(title=title, title_justify="left", caption="[low, high] = 95% bootstrap interval",
-                    caption_justify="left")
+    from rich.markup import escape
+
+    summary = Table(title=escape(title), title_justify="left",
+                    caption=escape("[low, high] = 95% bootstrap interval"), caption_justify="left")
     summary.add_column("metric")
     for split in splits:
         summary.add_column(f"{split} ({metrics_by_split[split]['num_samples']})", justify="right")
     for key, label in _LABELS.items():
         if any(key in metrics for metrics in metrics_by_split.values()):
-            summary.add_row(label, *(_fmt_with_interval(metrics_by_split[s].get(key, {})) for s in splits))
+            summary.add_row(label, *(escape(_fmt_with_interval(metrics_by_split[s].get(key, {}))) for s in splits))
     console.print(summary)
     last = splits[-1]
     per_class = Table(title=f"per class ({last})", title_justify="left")
@@ -51,7 +53,7 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
         per_class.add_column(column, justify="left" if column == "class" else "right")
     rows = list(metrics_by_split[last]["per_class"].items())
     for name, stats in rows[:per_class_limit]:
-        per_class.add_row(name, _fmt(stats["precision"]), _fmt(stats["recall"]), _fmt(stats["specificity"]),
+        per_class.add_row(escape(name), _fmt(stats["precision"]), _fmt(stats["recall"]), _fmt(stats["specificity"]),
                           _fmt(stats["f1"]), str(stats["support"]))
     console.print(per_class)
     if len(rows) > per_class_limit:
