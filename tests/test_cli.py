@@ -41,6 +41,11 @@ def test_train_makes_a_complete_run_folder(trained_run):
         meta = json.loads(handle.metadata()["imgcls"])
     assert meta["class_names"] == ["cat", "coffee", "rocket"] and meta["img_size"] == 64
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    from PIL import Image
+
+    for name in ("loss", "accuracy", "confusion_test", "confusion_test_normalized", "confusion_train"):
+        with Image.open(run / "plots" / f"{name}.png") as image:
+            assert image.format == "PNG" and min(image.size) > 300, name
 
 
 def test_eval_on_the_run_data_and_on_new_data(trained_run):

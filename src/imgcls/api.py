@@ -151,6 +151,9 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
                      positive_class=positive_index(bundle.class_names, config.train.positive_class))
     if is_main:
         write_json_atomic(run_dir / "metrics.json", result.final_metrics)
+        from imgcls.report.plots import write_run_plots
+
+        write_run_plots(run_dir, result.final_metrics, bundle.class_names)
         from imgcls.report.tables import print_metrics
 
         if result.final_metrics:
