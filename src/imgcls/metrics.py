@@ -60,8 +60,8 @@ def compute_metrics(logits, targets, class_names: list[str], positive_class: int
         "f1_weighted": f1_weighted,
         "mcc": tmc.multiclass_matthews_corrcoef(probs.argmax(1), targets, **common),
         "cohen_kappa": tmc.multiclass_cohen_kappa(probs.argmax(1), targets, **common),
-        "roc_auc": _roc_auc(probs, targets, num_classes, positive_class),
-        "pr_auc": _pr_auc(probs, targets, num_classes, positive_class),
+        "roc_auc": _ranking_area("roc", probs, targets, num_classes, positive_class),
+        "pr_auc": _ranking_area("pr", probs, targets, num_classes, positive_class),
         "ece": tmc.multiclass_calibration_error(probs, targets, n_bins=15, norm="l1", **common),
     }
     scalars["error_rate"] = 1.0 - scalars["accuracy"]
@@ -93,29 +93,20 @@ def compute_metrics(logits, targets, class_names: list[str], positive_class: int
     return result
 
 
-def _roc_auc(probs, targets, num_classes: int, positive_class: int):
+def _ranking_area(kind: str, probs, targets, num_classes: int, positive_class: int):
+    """ROC-AUC (kind "roc") or average precision, the PR-AUC computed step-wise as scikit-learn does
+    (kind "pr"): of the positive class for two classes, else the one-vs-rest macro average over the
+    classes present in `targets`."""
     from torchmetrics.functional import classification as tmc
 
+    binary, multiclass = {"roc": (tmc.binary_auroc, tmc.multiclass_auroc),
+                          "pr": (tmc.binary_average_precision, tmc.multiclass_average_precision)}[kind]
     present = targets.unique()
     if len(present) < 2:
         return float("nan")
     if num_classes == 2:
-        return tmc.binary_auroc(probs[:, positive_class], (targets == positive_class).long())
-    per_class = tmc.multiclass_auroc(probs, targets, num_classes=num_classes, average="none")
-    return per_class[present].mean()
-
-
-def _pr_auc(probs, targets, num_classes: int, positive_class: int):
-    """Average precision (area under the precision-recall curve, step-wise as scikit-learn computes it)."""
-    from torchmetrics.functional import classification as tmc
-
-    present = targets.unique()
-    if len(present) < 2:
-        return float("nan")
-    if num_classes == 2:
-        return tmc.binary_average_precision(probs[:, positive_class], (targets == positive_class).long())
-    per_class = tmc.multiclass_average_precision(probs, targets, num_classes=num_classes, average="none")
-    return per_class[present].mean()
+        return binary(probs[:, positive_class], (targets == positive_class).long())
+    return multiclass(probs, targets, num_classes=num_classes, average="none")[present].mean()
 
 
 def _number(value) -> float | None:
