@@ -54,6 +54,9 @@ def test_eval_on_the_run_data_and_on_new_data(trained_run):
     assert result.returncode == 0, result.stderr
     written = json.loads((run / "eval" / "photos-test" / "metrics.json").read_text())
     assert written["test"]["accuracy"] == json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    evaluation = run / "eval" / "photos-test"
+    for name in ("report.html", "predictions/test.npz", "plots/roc_test.png", "plots/mistakes_test.png"):
+        assert (evaluation / name).is_file(), name
     whole = run_cli("eval", str(run), str(data), "--split", "all")
     assert whole.returncode == 0, whole.stderr
     assert "(60)" in whole.stdout  # all 60 readable images

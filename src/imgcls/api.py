@@ -48,9 +48,12 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
     `config` is a Config, or a dataset (folder or built-in name) with flat overrides such as
     `train("fashion-mnist", model="resnet18", epochs=2)`. `resume` continues a run from its last epoch.
     """
+    import time
+
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
+    started = time.perf_counter()
     if resume is not None:
         run_dir, config = _resumable_run(Path(resume).expanduser())
     else:
@@ -70,7 +73,7 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
         run_dir = Path(chosen[0])
     try:
         return _train_in(run_dir, config, resume is not None, partial_state.is_main_process,
-                         partial_state.num_processes)
+                         partial_state.num_processes, started)
     except BaseException:
         if resume is None and partial_state.is_main_process and not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written yet (bad input): leave no empty run folder behind
@@ -104,7 +107,8 @@ def _resumable_run(run_dir: Path) -> tuple[Path, Config]:
     return run_dir, config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
 
 
-def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_processes: int) -> TrainOutcome:
+def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_processes: int,
+              started: float) -> TrainOutcome:
     import yaml
 
     from imgcls.data import build_dataset
@@ -151,15 +155,54 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
                      positive_class=positive_index(bundle.class_names, config.train.positive_class))
     if is_main:
         write_json_atomic(run_dir / "metrics.json", result.final_metrics)
-        from imgcls.report.plots import write_run_plots
-
-        write_run_plots(run_dir, result.final_metrics, bundle.class_names)
+        write_json_atomic(run_dir / "run.json", _run_summary(config, bundle, model, result, started))
+        _write_figures_and_report(run_dir, bundle, result, config.train.seed)
         from imgcls.report.tables import print_metrics
 
         if result.final_metrics:
             print_metrics(result.final_metrics, title=f"metrics of the best epoch ({result.best_epoch})")
-        console.print(f"run folder: [bold]{run_dir}[/bold]")
+        console.print(f"run folder: [bold]{run_dir}[/bold]   report: {run_dir / 'report.html'}")
     return TrainOutcome(run_dir, result.final_metrics, result.best_epoch, len(result.history), result.wall_time_s)
+
+
+def _run_summary(config: Config, bundle, model, result, started: float) -> dict:
+    """run.json: what was trained, on what, for how long, on which hardware."""
+    import datetime
+    import time
+
+    from imgcls.environment import hardware, versions
+
+    trained = sum(p.numel() for p in model.get_classifier().parameters()) if config.model.linear_probe else \
+        sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "data": bundle.source, "model": config.model.name, "img_size": bundle.img_size, "in_chans": bundle.channels,
+        "class_counts": {split: bundle.class_counts(split) for split in bundle.splits},
+        "parameters": sum(p.numel() for p in model.parameters()), "trainable_parameters": trained,
+        "epochs": config.train.epochs, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early, "training_time_s": round(result.wall_time_s, 2),
+        "wall_time_s": round(time.perf_counter() - started, 2), "precision": result.precision,
+        "num_processes": result.num_processes, "device": result.device, "hardware": hardware(),
+        "versions": versions(), "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def _write_figures_and_report(run_dir: Path, bundle, result, seed: int) -> None:
+    """Per-sample predictions, every figure and report.html of a finished run."""
+    from imgcls.report.figures import write_image_figures
+    from imgcls.report.html import build_report
+    from imgcls.report.plots import write_run_plots
+    from imgcls.report.split_predictions import SplitPredictions, save_split_predictions
+
+    predictions = {}
+    for split, (probs, labels) in result.predictions.items():
+        predictions[split] = SplitPredictions(probs.numpy(), labels.numpy(), bundle.splits[split].paths)
+        save_split_predictions(run_dir, split, predictions[split], bundle.class_names)
+    write_run_plots(run_dir, result.final_metrics, bundle.class_names, predictions)
+    loaded = load(run_dir)  # the best weights, whole (a linear probe's head included)
+    write_image_figures(run_dir, {name: split.images for name, split in bundle.splits.items()},
+                        {name: split.labels.numpy() for name, split in bundle.splits.items()}, bundle.class_names,
+                        predictions, loaded.model, loaded.mean, loaded.std, seed)
+    build_report(run_dir)
 
 
 def _transfer_setup(model, config: Config):
@@ -358,12 +401,67 @@ def evaluate(run: str | Path, data: str | None = None, split: str | None = None,
         positive_class = loaded.config.train.positive_class
     metrics = compute_metrics(logits, labels, loaded.class_names, positive_index(loaded.class_names, positive_class),
                               seed=seed)
-    metrics["split"] = split
     if loaded.run_dir is not None and accelerator.is_main_process:
         out_dir = loaded.run_dir / "eval" / default_run_name(data_cfg.source, split)
         write_json_atomic(out_dir / "metrics.json", {split: metrics})
-        metrics["written_to"] = str(out_dir / "metrics.json")
+        _write_evaluation_report(out_dir, loaded, bundle, split, metrics, logits.softmax(dim=1), labels,
+                                 data_cfg.source, seed)
+        metrics["written_to"] = str(out_dir)
+    metrics["split"] = split
     return metrics
+
+
+def _write_evaluation_report(out_dir: Path, loaded: LoadedModel, bundle, split: str, metrics: dict, probs, labels,
+                             source: str, seed: int) -> None:
+    """predictions/, plots/ and report.html of one evaluation, beside its metrics.json."""
+    import datetime
+
+    from imgcls.environment import hardware, versions
+    from imgcls.report.figures import write_image_figures
+    from imgcls.report.html import build_report
+    from imgcls.report.plots import write_metric_plots
+    from imgcls.report.split_predictions import SplitPredictions, save_split_predictions
+
+    predictions = {split: SplitPredictions(probs.numpy(), labels.numpy(), bundle.splits[split].paths)}
+    save_split_predictions(out_dir, split, predictions[split], loaded.class_names)
+    write_json_atomic(out_dir / "run.json", {
+        "data": source, "split": split, "model": loaded.name, "img_size": loaded.img_size,
+        "in_chans": loaded.in_chans, "parameters": sum(p.numel() for p in loaded.model.parameters()),
+        "evaluated_run": str(loaded.run_dir), "hardware": hardware(), "versions": versions(),
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    })
+    write_metric_plots(out_dir, {split: metrics}, loaded.class_names, predictions)
+    write_image_figures(out_dir, {split: bundle.splits[split].images}, {split: bundle.splits[split].labels.numpy()},
+                        loaded.class_names, predictions, seed=seed)
+    build_report(out_dir, title=f"{loaded.run_dir.name}: evaluation on {Path(source).name or source} ({split})")
+
+
+# --- data show ---
+
+def show_data(source: str, out: str | Path | None = None, split: str = "train", per_class: int = 8,
+              img_size: int | None = None, data_root: str | None = None, seed: int = 0) -> Path:
+    """Write a PNG grid of `per_class` random images of every class of `split` (imgcls data show)."""
+    from imgcls.atomic import check_replaceable
+    from imgcls.config import DataConfig
+    from imgcls.data import build_dataset
+    from imgcls.data.builtin import builtin_name
+    from imgcls.report.figures import sample_grid
+
+    path = Path(out).expanduser() if out else Path(f"{default_run_name(source, 'samples')}.png")
+    check_replaceable(path, "--out")
+    is_folder = Path(source).expanduser().exists() or builtin_name(source) is None
+    data_cfg = DataConfig(source=source, data_root=data_root, max_per_class=per_class,
+                          img_size=img_size or (160 if is_folder else None))
+    root = Path(data_root).expanduser() if data_root else default_data_root()
+    bundle = build_dataset(data_cfg, seed, root)
+    for message in bundle.warnings:
+        warn(message)
+    if split not in bundle.splits:
+        raise ImgclsError(f"{source} has no '{split}' split; choose one of {', '.join(bundle.splits)}")
+    chosen = bundle.splits[split]
+    return sample_grid(chosen.images, chosen.labels.numpy(), bundle.class_names, path,
+                       f"{Path(source).name or source}: {split} split, {len(bundle.class_names)} classes",
+                       per_class=per_class, seed=seed)
 
 
 def _same_source(a: str, b: str) -> bool:

@@ -39,3 +39,17 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write JSON atomically (NaN is not valid JSON, so callers store undefined numbers as null)."""
     write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
+
+
+def check_replaceable(path: Path, option: str) -> None:
+    """Refuse to overwrite a file imgcls did not write (our HTML and PNG files name imgcls in their header)."""
+    from imgcls.errors import ImgclsError
+
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_file():
+        with path.open("rb") as handle:
+            if b"imgcls" in handle.read(4096):
+                return
+    raise ImgclsError(f"{path} exists and was not written by imgcls; choose another {option} or move it away")

@@ -137,7 +137,69 @@ def _run_eval(args) -> int:
     split = metrics["split"]
     print_metrics({split: metrics}, title=f"metrics on {args.data or 'the run data'}, split {split}")
     if "written_to" in metrics:
-        get_console().print(f"written to {metrics['written_to']}")
+        get_console().print(f"metrics, predictions, plots and report.html written to {metrics['written_to']}")
+    return 0
+
+
+def _add_report(commands) -> None:
+    p = commands.add_parser("report", help="(re)build the self-contained HTML report of a run",
+                            description="Redraw the plots that a run's files allow (curves, confusion matrices, "
+                            "ROC/PR, reliability) and write RUN/report.html.")
+    p.add_argument("run", metavar="RUN", help="run folder (or one of its eval/<name> folders)")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args) -> int:
+    from pathlib import Path
+
+    from imgcls.console import get_console
+    from imgcls.report.html import rebuild_report
+
+    get_console().print(f"report: {rebuild_report(Path(args.run).expanduser())}")
+    return 0
+
+
+def _add_compare(commands) -> None:
+    p = commands.add_parser("compare", help="metrics of several runs side by side, with overlaid val curves",
+                            description="Compare runs: a terminal table of their metrics (with 95%% intervals) "
+                            "and an HTML page with the table and overlaid validation curves.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
+    p.add_argument("--split", help="split to compare (default: test if every run has it, else val)")
+    p.add_argument("--out", metavar="FILE.html", help="HTML page to write (default: next to the first run)")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args) -> int:
+    from imgcls.console import get_console
+    from imgcls.report.compare import compare
+
+    get_console().print(f"comparison page: {compare(args.runs, args.split, args.out)}")
+    return 0
+
+
+def _add_data(commands) -> None:
+    p = commands.add_parser("data", help="look at a dataset: sample grid per class",
+                            description="Tools for a dataset before training.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    show = actions.add_parser("show", help="write a PNG grid of random images of every class",
+                              description="Write a grid of random images per class of DATA (a folder or a built-in "
+                              "dataset) to a PNG file.")
+    show.add_argument("data", metavar="DATA", help="dataset folder or built-in name")
+    show.add_argument("--out", metavar="FILE.png", help="where to write (default <data>-samples.png here)")
+    show.add_argument("--split", default="train", help="train | val | test (default train)")
+    show.add_argument("--per-class", type=_positive_int, default=8, help="images per class (default 8)")
+    show.add_argument("--img-size", type=_positive_int, help="decode size (default: native, 160 px for folders)")
+    show.add_argument("--data-root", help="where built-in datasets are stored")
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(handler=_run_data_show)
+
+
+def _run_data_show(args) -> int:
+    from imgcls import api
+    from imgcls.console import get_console
+
+    path = api.show_data(args.data, args.out, args.split, args.per_class, args.img_size, args.data_root, args.seed)
+    get_console().print(f"sample grid: {path}")
     return 0
 
 
@@ -227,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_models(commands)
     _add_summary(commands)
+    _add_report(commands)
+    _add_compare(commands)
+    _add_data(commands)
     return parser
 
 

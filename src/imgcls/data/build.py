@@ -160,6 +160,10 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, img_siz
     else:
         splits = dict(scan.splits)
 
+    if config.max_per_class is not None:  # cap before decoding: a few samples of a big folder decode fast
+        for split_name, split in splits.items():
+            keep = cap_per_class(split.labels, config.max_per_class, seed)
+            splits[split_name] = FileSplit([split.paths[i] for i in keep], split.labels[keep])
     workers = max(1, config.workers or os.cpu_count() or 1)
     skipped: list[tuple[str, str]] = []
     if channels is None:

@@ -35,7 +35,7 @@ class FitResult:
     precision: str
     num_processes: int = 1
     device: str = "cpu"
-    extra: dict = field(default_factory=dict)
+    predictions: dict = field(default_factory=dict)  # split -> (probabilities, labels) of the best weights
 
 
 def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: dict, class_names: list[str],
@@ -115,16 +115,18 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
     # --- the end: evaluate the best weights on every held-out split ---
     accelerator.wait_for_everyone()
     load_weights_into(accelerator.unwrap_model(model), run_dir / weights_name)
-    final = {}
+    final, predictions = {}, {}
     for name in ("train_eval", "val", "test"):
         if name in eval_loaders:
             logits, labels = collect_logits(accelerator, model, eval_loaders[name])
-            final[name.removesuffix("_eval")] = compute_metrics(logits, labels, class_names, positive_class,
-                                                                seed=train_cfg.seed)
+            split = name.removesuffix("_eval")
+            final[split] = compute_metrics(logits, labels, class_names, positive_class, seed=train_cfg.seed)
+            predictions[split] = (logits.softmax(dim=1), labels)
     return FitResult(
         history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
         final_metrics=final, stopped_early=state["stopped_early"], wall_time_s=state["wall_time_s"],
         precision=precision, num_processes=accelerator.num_processes, device=str(accelerator.device),
+        predictions=predictions,
     )
 
 

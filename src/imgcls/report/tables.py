@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from imgcls.console import get_console
 
-_LABELS = {
+METRIC_LABELS = {
     "accuracy": "accuracy", "error_rate": "error rate", "top5_accuracy": "top-5 accuracy",
     "balanced_accuracy": "balanced accuracy", "loss": "loss", "sensitivity": "sensitivity",
-    "specificity": "specificity", "precision": "precision", "f1": "F1", "precision_macro": "precision (macro)", "recall_macro": "sensitivity / recall (macro)",
+    "specificity": "specificity", "precision": "precision", "f1": "F1", "precision_macro": "precision (macro)",
+    "recall_macro": "sensitivity / recall (macro)",
     "specificity_macro": "specificity (macro)", "f1_macro": "F1 (macro)",
     "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
     "specificity_weighted": "specificity (weighted)", "f1_weighted": "F1 (weighted)", "mcc": "MCC",
@@ -43,7 +44,7 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
     summary.add_column("metric")
     for split in splits:
         summary.add_column(f"{split} ({metrics_by_split[split]['num_samples']})", justify="right")
-    for key, label in _LABELS.items():
+    for key, label in METRIC_LABELS.items():
         if any(key in metrics for metrics in metrics_by_split.values()):
             summary.add_row(label, *(escape(_fmt_with_interval(metrics_by_split[s].get(key, {}))) for s in splits))
     console.print(summary)
