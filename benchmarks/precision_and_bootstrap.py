@@ -18,6 +18,9 @@ import torch
 import imgcls
 from imgcls.bootstrap import bootstrap_intervals
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results_file import replace_section  # noqa: E402
+
 MARKER = "## CPU precision and bootstrap cost"
 
 
@@ -68,14 +71,7 @@ def main() -> None:
         lines.append(f"| {samples} | {classes} | {bootstrap_seconds(samples, classes):.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    existing = out.read_text() if out.exists() else "# Benchmarks\n"
-    if MARKER in existing:
-        start = existing.index(MARKER)
-        end = existing.find("\n## ", start + len(MARKER))
-        existing = existing[:start] + (existing[end + 1 :] if end != -1 else "")
-    out.write_text(existing.rstrip() + "\n\n" + text)
-
+    replace_section(Path(args.out), MARKER, text)
 
 if __name__ == "__main__":
     main()

