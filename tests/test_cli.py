@@ -141,9 +141,13 @@ def test_two_process_ddp_run_with_torchrun(class_folders, tmp_path):
         pytest.skip("torchrun is not on PATH")
     result = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "imgcls", "train", str(class_folders),
                              "--model", "resnet18", "--epochs", "1", "--img-size", "32", "--workers", "0",
-                             "--runs-dir", str(tmp_path / "runs"), "--name", "ddp"],
+                             "--runs-dir", str(tmp_path / "runs"), "--name", "ddp", "--cache", "ram",
+                             "--cache-dir", str(tmp_path / "cache")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    # the RAM cache of several processes is decoded once, by one of them, through the disk cache
+    assert (result.stdout + result.stderr).count("decoding 72 images once") == 1
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.u8"))) == 1
     run = tmp_path / "runs" / "ddp"
     assert (run / "last" / "random_states_1.pkl").is_file()  # both processes took part
     metrics = json.loads((run / "metrics.json").read_text())
@@ -186,3 +190,29 @@ def test_two_class_run_reports_the_chosen_positive_class_on_train_val_and_test(c
         assert len(metrics[split]["sensitivity"]["ci95"]) == 2
     wrong = run_cli("train", str(class_folders), "--positive-class", "dog", "--runs-dir", runs)
     assert wrong.returncode == 2 and "--positive-class 'dog'" in wrong.stderr
+
+
+def test_recipes_are_listed_and_fashion_mnist_uses_its_recipe(fmnist_root, tmp_path):
+    listed = run_cli("recipes")
+    assert listed.returncode == 0 and "fashion-mnist" in listed.stdout and "fastcnn" in listed.stdout
+    assert "recipes/fashion-mnist.yaml" in listed.stdout
+    result = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--epochs", "1",
+                     "--max-per-class", "30", "--runs-dir", str(tmp_path / "runs"), "--name", "r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "recipe: fashion-mnist" in result.stdout
+    import yaml
+
+    config = yaml.safe_load((tmp_path / "runs" / "r" / "config.yaml").read_text())
+    assert config["model"]["name"] == "fastcnn" and config["train"]["tta"] is True
+    assert config["train"]["epochs"] == 1  # a flag wins over the recipe
+    summary = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
+    assert summary["channels_last"] is True and summary["precision"] in ("fp32", "bf16")
+    history = list(csv.DictReader((tmp_path / "runs" / "r" / "history.csv").open()))
+    assert float(history[0]["data_time_s"]) >= 0 and float(history[0]["step_time_s"]) > 0
+    plain = run_cli("train", "fashion-mnist", "--recipe", "none", "--data-root", str(fmnist_root), "--epochs", "1",
+                    "--max-per-class", "10", "--model", "mlp", "--runs-dir", str(tmp_path / "runs"), "--name", "p",
+                    cwd=tmp_path)
+    assert plain.returncode == 0 and "recipe:" not in plain.stdout
+    unknown = run_cli("train", "fashion-mnist", "--recipe", "fashion-mnst")
+    assert unknown.returncode == 2 and "did you mean fashion-mnist" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1

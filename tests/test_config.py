@@ -29,3 +29,23 @@ def test_unknown_yaml_key_suggests_the_right_one(tmp_path):
     path.write_text("train:\n  epoch: 3\n")
     with pytest.raises(ImgclsError, match="did you mean epochs"):
         build_config(path)
+
+
+def test_recipe_then_yaml_then_flags(tmp_path):
+    from imgcls.config import list_recipes
+
+    assert "fashion-mnist" in list_recipes() and list_recipes()["fashion-mnist"]["description"]
+    config = build_config(overrides={"data": {"source": "fashion-mnist"}, "train": {"epochs": 2}},
+                          recipe="fashion-mnist")
+    assert config.model.name == "fastcnn" and config.model.options["widths"] == [32, 64, 128]
+    assert config.train.epochs == 2 and config.optim.scheduler == "onecycle"
+    other = build_config(overrides={"data": {"source": "fashion-mnist"}, "model": {"name": "resnet10t"}},
+                         recipe="fashion-mnist")
+    assert other.model.name == "resnet10t" and other.model.options == {}  # fastcnn's options are not resnet's
+    assert other.optim.scheduler == "onecycle"  # the rest of the recipe still applies
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("optim:\n  lr: 0.01\n")
+    layered = build_config(yaml_file, {"data": {"source": "fashion-mnist"}}, recipe="fashion-mnist")
+    assert layered.optim.lr == 0.01 and layered.model.name == "fastcnn"
+    with pytest.raises(ImgclsError, match="unknown recipe 'fashon-mnist'; did you mean fashion-mnist"):
+        build_config(overrides={"data": {"source": "x"}}, recipe="fashon-mnist")

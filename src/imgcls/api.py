@@ -42,11 +42,14 @@ class LoadedModel:
 
 # --- train ---
 
-def train(config: Config | str | None = None, resume: str | Path | None = None, **overrides) -> TrainOutcome:
+def train(config: Config | str | None = None, resume: str | Path | None = None, recipe: str | None = None,
+          **overrides) -> TrainOutcome:
     """Train a classifier; returns the run folder and the final metrics.
 
     `config` is a Config, or a dataset (folder or built-in name) with flat overrides such as
-    `train("fashion-mnist", model="resnet18", epochs=2)`. `resume` continues a run from its last epoch.
+    `train("fashion-mnist", model="resnet18", epochs=2)`; `recipe` starts from a named recipe (the CLI's
+    `imgcls train fashion-mnist` uses the fashion-mnist recipe by default; the API only when asked).
+    `resume` continues a run from its last epoch.
     """
     import time
 
@@ -57,7 +60,7 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
     if resume is not None:
         run_dir, config = _resumable_run(Path(resume).expanduser())
     else:
-        config = _as_config(config, overrides)
+        config = _as_config(config, overrides, recipe)
         from imgcls.models.registry import check_model_name
 
         check_model_name(config.model.name)  # fail before a run folder is made or any image decoded
@@ -80,8 +83,10 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
         raise
 
 
-def _as_config(config: Config | str | None, overrides: dict) -> Config:
+def _as_config(config: Config | str | None, overrides: dict, recipe: str | None = None) -> Config:
     if isinstance(config, Config):
+        if recipe is not None:
+            raise ImgclsError("pass either a Config or a recipe name, not both")
         if overrides:
             from imgcls.config import apply_overrides, validate
 
@@ -91,7 +96,7 @@ def _as_config(config: Config | str | None, overrides: dict) -> Config:
         return config
     if config is not None:
         overrides = {"source": config, **overrides}
-    return build_config(overrides=flat_to_sections(overrides))
+    return build_config(overrides=flat_to_sections(overrides), recipe=recipe)
 
 
 def _resumable_run(run_dir: Path) -> tuple[Path, Config]:
@@ -116,7 +121,7 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
 
     console = get_console()
     data_root = Path(config.data.data_root).expanduser() if config.data.data_root else default_data_root()
-    bundle = build_dataset(config.data, config.train.seed, data_root)
+    bundle = build_dataset(config.data, config.train.seed, data_root, processes=num_processes)
     positive_index(bundle.class_names, config.train.positive_class)  # a wrong name fails before training
     if "train" not in bundle.splits or len(bundle.splits["train"]) == 0:
         example = f" (e.g. {bundle.skipped[0][0]}: {bundle.skipped[0][1]})" if bundle.skipped else ""
@@ -140,19 +145,24 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_json_atomic(run_dir / "classes.json", bundle.class_names)
         _print_data_summary(bundle, config, run_dir)
+    from imgcls.config import default_cache_dir
+
+    cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
     if config.model.linear_probe:
-        from imgcls.config import default_cache_dir
         from imgcls.probe import train_linear_probe
 
-        cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
         result = train_linear_probe(model, bundle, config, run_dir, metadata, mean, std, cache_dir / "features",
                                     resume, is_main)
     else:
-        loaders, generator = _make_loaders(bundle, config, mean, std, num_processes)
+        from imgcls.engine.precision import to_channels_last
+
+        channels_last = config.train.channels_last and to_channels_last(model)
+        loaders, generator = _make_loaders(bundle, config, mean, std, num_processes, channels_last)
         groups, frozen, freeze_epochs = _transfer_setup(model, config)
         result = fit(model, loaders, config, run_dir, metadata, bundle.class_names, groups, frozen, freeze_epochs,
                      resume=resume, shuffle_generator=generator,
-                     positive_class=positive_index(bundle.class_names, config.train.positive_class))
+                     positive_class=positive_index(bundle.class_names, config.train.positive_class),
+                     channels_last=channels_last, precision_cache=cache_dir / "precision.json")
     if is_main:
         write_json_atomic(run_dir / "metrics.json", result.final_metrics)
         write_json_atomic(run_dir / "run.json", _run_summary(config, bundle, model, result, started))
@@ -181,7 +191,8 @@ def _run_summary(config: Config, bundle, model, result, started: float) -> dict:
         "epochs": config.train.epochs, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early, "training_time_s": round(result.wall_time_s, 2),
         "wall_time_s": round(time.perf_counter() - started, 2), "precision": result.precision,
-        "num_processes": result.num_processes, "device": result.device, "hardware": hardware(),
+        "precision_reason": result.precision_reason, "channels_last": result.channels_last,
+        "compiled": result.compiled, "image_cache": bundle.cache, "num_processes": result.num_processes, "device": result.device, "hardware": hardware(),
         "versions": versions(), "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 
@@ -224,6 +235,9 @@ def _record_resolved_values(config: Config, bundle) -> None:
 
     config.data.img_size = bundle.img_size
     config.data.channels = bundle.channels
+    if config.train.tta and not (config.data.hflip and bundle.hflip_ok):
+        warn(f"--tta is off: {bundle.source} must not be mirrored (--no-hflip or digits)")
+        config.train.tta = False
     config.optim.lr = resolved_lr(config.optim, config.train.batch_size)
     config.optim.weight_decay = resolved_weight_decay(config.optim)
 
@@ -243,7 +257,7 @@ def _print_data_summary(bundle, config: Config, run_dir: Path) -> None:
     sizes = ", ".join(f"{split} {len(data)}" for split, data in bundle.splits.items())
     get_console().print(
         f"data: {bundle.source} — {len(bundle.class_names)} classes, {sizes} images, "
-        f"{bundle.img_size}px, {bundle.channels} channel(s)\nmodel: {config.model.name}   run: {run_dir}"
+        f"{bundle.img_size}px, {bundle.channels} channel(s), decoded images in {bundle.cache}\nmodel: {config.model.name}   run: {run_dir}"
     )
 
 
@@ -290,20 +304,21 @@ def _normalization(model, channels: int):
     return tuple(mean), tuple(std)
 
 
-def _make_loaders(bundle, config: Config, mean, std, num_processes: int):
+def _make_loaders(bundle, config: Config, mean, std, num_processes: int, channels_last: bool = False):
     from imgcls.data.loader import TensorImageDataset, make_loader
     from imgcls.data.transforms import train_transform
 
     batch_size, workers, seed = config.train.batch_size, config.data.workers, config.train.seed
-    augment = train_transform(config.data.augment, bundle.img_size, config.data.hflip and bundle.hflip_ok)
-    train_set = TensorImageDataset(bundle.splits["train"], mean, std, augment)
+    augment = train_transform(config.data.augment, bundle.img_size, config.data.hflip and bundle.hflip_ok,
+                              config.data.crop_padding)
+    train_set = TensorImageDataset(bundle.splits["train"], mean, std, augment, channels_last)
     # Drop a ragged last batch (a batch of one breaks batch norm) unless that would leave a process no batch.
     drop_last = len(train_set) >= 2 * batch_size * num_processes
     train_loader = make_loader(train_set, batch_size, shuffle=True, workers=workers, seed=seed, drop_last=drop_last)
     loaders = {"train": train_loader}
     for split, source in (("train_eval", "train"), ("val", "val"), ("test", "test")):
         if source in bundle.splits and len(bundle.splits[source]):
-            dataset = TensorImageDataset(bundle.splits[source], mean, std)
+            dataset = TensorImageDataset(bundle.splits[source], mean, std, channels_last=channels_last)
             loaders[split] = make_loader(dataset, batch_size * 2, shuffle=False, workers=min(workers, 1), seed=seed)
     return loaders, train_loader.generator
 
@@ -396,7 +411,7 @@ def evaluate(run: str | Path, data: str | None = None, split: str | None = None,
     accelerator = make_accelerator(resolve_precision(precision))
     loader = accelerator.prepare(make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=seed))
     model = accelerator.prepare(loaded.model)
-    logits, labels = collect_logits(accelerator, model, loader)
+    logits, labels = collect_logits(accelerator, model, loader, tta=bool(loaded.config and loaded.config.train.tta))
     if positive_class is None and loaded.config is not None:
         positive_class = loaded.config.train.positive_class
     metrics = compute_metrics(logits, labels, loaded.class_names, positive_index(loaded.class_names, positive_class),
@@ -486,5 +501,6 @@ def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int =
 
     loaded = run if isinstance(run, LoadedModel) else load(run)
     return predict_files(loaded.model, inputs, loaded.class_names, loaded.img_size, loaded.in_chans,
-                         loaded.mean, loaded.std, topk=topk, batch_size=batch_size)
+                         loaded.mean, loaded.std, topk=topk, batch_size=batch_size,
+                         tta=bool(loaded.config and loaded.config.train.tta))
 

@@ -38,8 +38,11 @@ def _add_train(commands) -> None:
     p = commands.add_parser("train", help="train a classifier on a folder or a built-in dataset",
                             description="Train a classifier. DATA is a folder with one subfolder per class, a "
                             "folder with train/ val/ [test/], or a built-in name: mnist, fashion-mnist, cifar10, "
-                            "cifar100. Flags override values from --config.")
+                            "cifar100. Settings come from defaults, then --recipe, then --config, then flags. 'imgcls train "
+                            "fashion-mnist' uses the fashion-mnist recipe unless --recipe or --config is given.")
     p.add_argument("data", nargs="?", metavar="DATA", help="dataset folder or built-in name")
+    p.add_argument("--recipe", metavar="NAME", help="a named, documented setting shipped with imgcls (list them with "
+                   "'imgcls recipes'); 'none' for plain defaults")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config (sections data/model/optim/train)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last saved epoch")
     g = p.add_argument_group("model")
@@ -63,12 +66,16 @@ def _add_train(commands) -> None:
     g.add_argument("--val-split", type=float, help="fraction held out for validation (default 0.2)")
     g.add_argument("--test-split", type=float, help="fraction held out for testing (default 0)")
     g.add_argument("--augment", help="none | light | standard | strong (default light)")
+    g.add_argument("--crop-padding", type=int, help="light augmentation: random shift of up to N pixels "
+                   "(default img-size // 8)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no horizontal flips")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class in each split")
     g.add_argument("--data-root", help="where built-in datasets are stored (default ~/.cache/imgcls/datasets)")
     g.add_argument("--workers", type=int, help="data loader worker processes (default 2)")
-    g.add_argument("--cache-dir", help="where derived data such as linear-probe features is cached "
-                   "(default ~/.cache/imgcls)")
+    g.add_argument("--cache", help="where decoded images live: ram, disk (memory-mapped file reused by later "
+                   "runs), none (decode every epoch); default auto: ram if they fit in a quarter of free memory")
+    g.add_argument("--cache-dir", help="where decoded images, linear-probe features and precision timings are "
+                   "cached (default ~/.cache/imgcls)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="per process (default 64)")
@@ -81,7 +88,14 @@ def _add_train(commands) -> None:
     g.add_argument("--label-smoothing", type=float)
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int)
-    g.add_argument("--precision", help="auto | fp32 | bf16 | fp16 (default auto)")
+    g.add_argument("--precision", help="auto | fp32 | bf16 | fp16; auto: bf16 (fp16 without bf16) on GPUs, on CPUs "
+                   "bf16 only where a timed step shows it faster (default auto)")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False,
+                   help="keep NCHW memory for convolutional nets (channels_last is the default)")
+    g.add_argument("--tta", action="store_const", const=True, help="test-time augmentation: evaluate and predict on "
+                   "each image and its mirror, averaging the probabilities")
+    g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model (slow first "
+                   "steps, faster after)")
     g.add_argument("--monitor", help="val metric that picks the best epoch: accuracy | loss | balanced_accuracy "
                    "| f1_macro | mcc | roc_auc")
     g.add_argument("--patience", type=int, help="stop after N epochs without improvement (0 = off)")
@@ -92,25 +106,44 @@ def _add_train(commands) -> None:
     p.set_defaults(handler=_run_train)
 
 
-_NOT_OVERRIDES = {"command", "handler", "config", "resume", "data"}
+_NOT_OVERRIDES = {"command", "handler", "config", "resume", "data", "recipe"}
 
 
 def _run_train(args) -> int:
     from imgcls import api
-    from imgcls.config import build_config, flat_to_sections
+    from imgcls.config import build_config, default_recipe, flat_to_sections
 
     overrides = {key: value for key, value in vars(args).items() if key not in _NOT_OVERRIDES and value is not None}
     if "options" in overrides:
         overrides["options"] = dict(overrides["options"])
     if args.resume:
-        if args.data or args.config or overrides:
+        if args.data or args.config or args.recipe or overrides:
             raise ImgclsError("--resume continues a run with its saved settings; pass only --resume RUN")
         api.train(resume=args.resume)
         return 0
     if args.data is not None:
         overrides["source"] = args.data
-    config = build_config(args.config, flat_to_sections(overrides))
+    recipe = args.recipe
+    if recipe is None and args.config is None:
+        recipe = default_recipe(args.data)
+        if recipe is not None:
+            print(f"recipe: {recipe} (the default for {args.data}; --recipe none for plain defaults)")
+    config = build_config(args.config, flat_to_sections(overrides), None if recipe == "none" else recipe)
     api.train(config)
+    return 0
+
+
+def _add_recipes(commands) -> None:
+    p = commands.add_parser("recipes", help="list the named training recipes shipped with imgcls",
+                            description="List the recipes for --recipe NAME: what each trains and what it reaches.")
+    p.set_defaults(handler=_run_recipes)
+
+
+def _run_recipes(args) -> int:
+    from imgcls.config import list_recipes
+
+    for name, recipe in list_recipes().items():
+        print(f"{name}\n  {recipe['description']}\n  expected: {recipe['expected']}\n  file: {recipe['file']}")
     return 0
 
 
@@ -289,10 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_models(commands)
     _add_summary(commands)
+    _add_recipes(commands)
     _add_report(commands)
     _add_compare(commands)
     _add_data(commands)
     return parser
+
+
+def _one_line(error: ImgclsError) -> str:
+    """The message; for an error re-raised from a DataLoader worker, the original message without the trace."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split("ImgclsError: ", 1)[-1]
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ImgclsError as error:
-        print(f"imgcls {args.command}: error: {error}", file=sys.stderr)
+        print(f"imgcls {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = " (continue with 'imgcls train --resume RUN')" if args.command == "train" else ""

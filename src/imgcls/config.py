@@ -14,6 +14,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("none", "light", "standard", "strong")
+CACHES = ("auto", "ram", "disk", "none")
 MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc")
 
 
@@ -26,10 +27,12 @@ class DataConfig:
     img_size: int | None = None  # None: native size for built-ins, 224 for folders
     channels: int | None = None  # None: 1 when every image is grayscale, else 3
     augment: str = "light"
+    crop_padding: int | None = None  # light augmentation: shift by up to this many pixels; None: img_size // 8
     hflip: bool = True
     max_per_class: int | None = None  # cap images per class in every split (quick experiments)
     workers: int = 2
-    cache_dir: str | None = None  # cached features etc.; None: ~/.cache/imgcls
+    cache: str = "auto"  # decoded images: ram, disk (memory-mapped, reused across runs), none; auto: by size
+    cache_dir: str | None = None  # decoded images, linear-probe features, precision timings; None: ~/.cache/imgcls
 
 
 @dataclass
@@ -66,7 +69,10 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     seed: int = 42
-    precision: str = "auto"
+    precision: str = "auto"  # auto: bf16/fp16 on GPUs; on CPUs bf16 only where it measures faster than fp32
+    channels_last: bool = True  # NHWC memory for convolutional models (faster oneDNN / cuDNN kernels)
+    compile: bool = False  # torch.compile the model (inductor): pays a compile once, faster steps after
+    tta: bool = False  # evaluate and predict on each image and its mirror, averaging the probabilities
     monitor: str = "accuracy"
     patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
     positive_class: str | None = None  # two-class data: the class whose sensitivity etc. is reported (default 2nd)
@@ -159,8 +165,8 @@ def apply_overrides(config: Config, values: dict[str, dict[str, Any]], where: st
             setattr(section, key, _coerce(value, str(fields[key].type), f"{section_name}.{key}"))
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a config YAML file into a nested dict."""
+def load_yaml(path: str | Path, keep_docs: bool = False) -> dict[str, Any]:
+    """Read a config YAML file into a nested dict (without a recipe's description keys unless keep_docs)."""
     import yaml
 
     path = Path(path)
@@ -173,14 +179,63 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ImgclsError(f"config file {path} is not valid YAML ({first_line}); fix the syntax") from None
     if not isinstance(values, dict):
         raise ImgclsError(f"config file {path} must hold a mapping with sections data/model/optim/train")
-    return values
+    return values if keep_docs else {key: value for key, value in values.items() if key not in RECIPE_KEYS}
 
 
-def build_config(yaml_path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
-    """Defaults, then the YAML file, then flag overrides; validated."""
+RECIPE_KEYS = ("description", "expected")  # documentation keys of a recipe file, not config sections
+
+
+def recipe_dir() -> Path:
+    """The recipes shipped in the package: one YAML file each, named <recipe>.yaml."""
+    return Path(__file__).parent / "recipes"
+
+
+def list_recipes() -> dict[str, dict[str, Any]]:
+    """{name: {"file", "description", "expected"}} of every shipped recipe."""
+    found = {}
+    for path in sorted(recipe_dir().glob("*.yaml")):
+        values = load_yaml(path, keep_docs=True)
+        found[path.stem] = {"file": str(path), "description": str(values.get("description", "")).strip(),
+                            "expected": str(values.get("expected", "")).strip()}
+    return found
+
+
+def recipe_values(name: str) -> dict[str, Any]:
+    """The config sections of recipe `name`, or a one-line error listing the recipes there are."""
+    path = recipe_dir() / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(list_recipes())
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known recipes: {', '.join(names)}"
+        raise ImgclsError(f"unknown recipe '{name}'; {hint} (list them with 'imgcls recipes')")
+    return load_yaml(path)
+
+
+DEFAULT_RECIPES = {"fashion-mnist": "fashion-mnist"}  # dataset -> recipe used when neither --recipe nor --config
+
+
+def default_recipe(source: str | None) -> str | None:
+    """The recipe `imgcls train DATA` uses when no --recipe or --config is given (built-ins that have one)."""
+    return DEFAULT_RECIPES.get((source or "").strip().lower())
+
+
+def build_config(yaml_path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+                 recipe: str | None = None) -> Config:
+    """Defaults, then the recipe, then the YAML file, then flag overrides; validated.
+
+    A recipe's architecture options belong to its model: another --model starts without them.
+    """
     config = Config()
+    if recipe is not None:
+        apply_overrides(config, recipe_values(recipe), f"recipe {recipe}")
+    recipe_model = config.model.name
+    later = [load_yaml(yaml_path)] if yaml_path is not None else []
+    later += [overrides] if overrides else []
+    if recipe is not None and any(section.get("model", {}).get("name", recipe_model) != recipe_model
+                                  for section in later):
+        config.model.options = {}
     if yaml_path is not None:
-        apply_overrides(config, load_yaml(yaml_path), str(yaml_path))
+        apply_overrides(config, later[0], str(yaml_path))
     if overrides:
         apply_overrides(config, overrides, "the command line")
     validate(config)
@@ -212,6 +267,9 @@ def validate(config: Config) -> None:
     if data.workers < 0:
         raise ImgclsError(f"--workers must be 0 or more, got {data.workers}")
     _choice(data.augment, AUGMENTS, "--augment")
+    _choice(data.cache, CACHES, "--cache")
+    if data.crop_padding is not None and data.crop_padding < 0:
+        raise ImgclsError(f"--crop-padding must be 0 or more, got {data.crop_padding}")
     _choice(optim.optimizer, OPTIMIZERS, "--optimizer")
     _choice(optim.scheduler, SCHEDULERS, "--scheduler")
     _choice(train.precision, PRECISIONS, "--precision")

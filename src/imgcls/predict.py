@@ -29,8 +29,9 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict_files(model, inputs, class_names: list[str], img_size: int, channels: int, mean, std,
-                  topk: int = 5, batch_size: int = 64) -> list[dict]:
-    """Decode, batch and classify; one result per file, unreadable files reported with their error."""
+                  topk: int = 5, batch_size: int = 64, tta: bool = False) -> list[dict]:
+    """Decode, batch and classify; one result per file, unreadable files reported with their error.
+    `tta` averages the probabilities of each image and its horizontal mirror (as the run was evaluated)."""
     import torch
 
     from imgcls.data.transforms import normalize_batch
@@ -52,7 +53,13 @@ def predict_files(model, inputs, class_names: list[str], img_size: int, channels
         if not batch:
             continue
         with torch.inference_mode():
-            probs = model(normalize_batch(torch.stack(batch), mean, std)).float().softmax(dim=1)
+            images = normalize_batch(torch.stack(batch), mean, std)
+            if tta:
+                from imgcls.engine.evaluate import tta_logits
+
+                probs = tta_logits(model, images).exp()
+            else:
+                probs = model(images).float().softmax(dim=1)
         top_probs, top_indices = probs.topk(topk, dim=1)
         for row, position in enumerate(positions):
             results[position]["predictions"] = [

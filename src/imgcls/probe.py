@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from imgcls.data.cache import images_fingerprint
 from imgcls.errors import ImgclsError
 
 HEAD_FILE = "head.safetensors"
@@ -21,7 +22,7 @@ def feature_cache_key(model_cfg, bundle, mean, std) -> str:
     for split_name in sorted(bundle.splits):
         split = bundle.splits[split_name]
         digest.update(split_name.encode())
-        digest.update(split.images.numpy().tobytes())
+        digest.update(images_fingerprint(split.images))
         digest.update(split.labels.numpy().tobytes())
     return digest.hexdigest()[:24]
 

@@ -58,7 +58,7 @@ def test_linear_probe_caches_features_and_saves_a_whole_model(fmnist_root, tmp_p
     assert evaluated["accuracy"]["value"] == pytest.approx(outcome.metrics["test"]["accuracy"]["value"], abs=1e-6)
     again = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "efficientnet_lite0",
                     "--weights", lite0_weights, "--img-size", "32", "--max-per-class", "8", "--epochs", "1",
-                    "--linear-probe", "--workers", "0", "--runs-dir", str(tmp_path / "runs"),
+                    "--linear-probe", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--recipe", "none",
                     "--cache-dir", str(tmp_path / "cache"))
     assert again.returncode == 0, again.stderr
     assert "using cached features" in again.stderr

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.config import DataConfig
+from imgcls.config import DataConfig, default_cache_dir
 from imgcls.data.builtin import BUILTINS, builtin_name, load_builtin
+from imgcls.data.cache import (DECODE_ERRORS, MappedImages, LazyImages, choose_cache, decoded_bytes, describe_error,
+                               disk_cache, select_images)
 from imgcls.data.folders import FileSplit, scan_folder
 from imgcls.data.images import GRAYSCALE_MODES, decode_image, read_mode
 from imgcls.data.split import cap_per_class, stratified_split
 from imgcls.errors import ImgclsError
 
 DEFAULT_FOLDER_IMG_SIZE = 224
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)
 
 
 @dataclass
 class ImageSplit:
-    images: "torch.Tensor"  # (N, C, S, S) uint8  # noqa: F821
+    images: "torch.Tensor"  # (N, C, S, S) uint8: a tensor in RAM, MappedImages or LazyImages  # noqa: F821
     labels: "torch.Tensor"  # (N,) int64  # noqa: F821
     paths: list[str] | None = None  # source files, for folders
 
@@ -40,6 +41,7 @@ class DataBundle:
     splits: dict[str, ImageSplit]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[str] = field(default_factory=list)
+    cache: str = "ram"  # where the decoded images live: ram, disk (memory-mapped) or none (decoded per access)
 
     def class_counts(self, split: str) -> list[int]:
         """Number of images of each class in `split`."""
@@ -55,11 +57,13 @@ def build_dataset(
     channels: int | None = None,
     img_size: int | None = None,
     whole: bool = False,
+    processes: int = 1,
 ) -> DataBundle:
-    """Resolve `config.source`, split it (seeded, stratified) and decode every image once.
+    """Resolve `config.source`, split it (seeded, stratified) and decode every image once (`config.cache`).
 
     `class_names`, `channels` and `img_size` pin the output to a trained model's; `whole` keeps a
-    class-per-folder dataset as one split named "all" (evaluating a model on new data).
+    class-per-folder dataset as one split named "all" (evaluating a model on new data). With several
+    `processes` (DDP), RAM caching goes through the disk cache so that only one process decodes.
     """
     channels = channels or config.channels
     img_size = img_size or config.img_size
@@ -68,7 +72,8 @@ def build_dataset(
     if name is not None:
         bundle = _build_builtin(name, config, seed, data_root, channels, img_size)
     else:
-        bundle = _build_folder(source_path, config, seed, channels, img_size, whole)
+        cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+        bundle = _build_folder(source_path, config, seed, channels, img_size, whole, cache_dir, processes)
     if class_names is not None:
         _relabel(bundle, class_names)
     if config.max_per_class is not None:
@@ -81,9 +86,10 @@ def build_dataset(
 def _select(split: ImageSplit, indices: np.ndarray) -> ImageSplit:
     import torch
 
-    index = torch.as_tensor(indices, dtype=torch.long)
+    if len(indices) == len(split):
+        return split
     paths = [split.paths[i] for i in indices] if split.paths is not None else None
-    return ImageSplit(split.images[index].contiguous(), split.labels[index], paths)
+    return ImageSplit(select_images(split.images, indices), split.labels[torch.as_tensor(indices)], paths)
 
 
 def _relabel(bundle: DataBundle, class_names: list[str]) -> None:
@@ -111,6 +117,8 @@ def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, ch
     test_images, test_labels, _ = load_builtin(name, data_root, train=False)
     if config.test_split > 0:
         warnings.append(f"--test-split is ignored for {name}: its official test set is used")
+    if config.cache in ("disk", "none"):
+        warnings.append(f"--cache {config.cache} is ignored for {name}: built-in datasets are arrays in memory")
     train_index, val_index = stratified_split(train_labels, [config.val_split], seed)
 
     def to_split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:
@@ -141,7 +149,8 @@ def _adapt(images, channels: int, img_size: int):
     return images.contiguous()
 
 
-def _build_folder(folder: Path, config: DataConfig, seed: int, channels, img_size, whole: bool) -> DataBundle:
+def _build_folder(folder: Path, config: DataConfig, seed: int, channels, img_size, whole: bool, cache_dir: Path,
+                  processes: int) -> DataBundle:
     scan = scan_folder(folder)
     splits: dict[str, FileSplit] = {}
     if "all" in scan.splits and not whole:
@@ -169,18 +178,59 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, img_siz
     if channels is None:
         channels = _detect_channels(splits, workers, skipped)
     img_size = img_size or DEFAULT_FOLDER_IMG_SIZE
-    bad = {path for path, _ in skipped}
-    decoded = {}
-    for split_name, split in splits.items():
+    splits = _without(splits, {path for path, _ in skipped})
+    files = sorted({str(path) for split in splits.values() for path in split.paths})
+    mode = choose_cache(config.cache, len(files), channels, img_size, cache_dir)
+    if mode == "none":
+        decoded = {name: ImageSplit(LazyImages(split.paths, img_size, channels),
+                                    _long(split.labels), [str(path) for path in split.paths])
+                   for name, split in splits.items()}
+    elif mode == "ram" and processes == 1:
+        decoded = {name: _decode_split(split, img_size, channels, workers, skipped) for name, split in splits.items()}
+    else:  # disk, or RAM shared by several processes: one process decodes into the cache, all map it
+        decoded = _from_disk_cache(files, splits, img_size, channels, cache_dir, workers, skipped, in_ram=mode == "ram")
+    return DataBundle(str(folder), scan.class_names, channels, img_size, True, decoded, skipped, scan.warnings,
+                      cache=mode)
+
+
+def _long(labels: np.ndarray):
+    import torch
+
+    return torch.as_tensor(labels, dtype=torch.long)
+
+
+def _without(splits: dict[str, FileSplit], bad: set[str]) -> dict[str, FileSplit]:
+    if not bad:
+        return splits
+    kept = {}
+    for name, split in splits.items():
         keep = [i for i, path in enumerate(split.paths) if str(path) not in bad]
-        split = FileSplit([split.paths[i] for i in keep], split.labels[keep])
-        decoded[split_name] = _decode_split(split, img_size, channels, workers, skipped)
-    return DataBundle(str(folder), scan.class_names, channels, img_size, True, decoded, skipped, scan.warnings)
+        kept[name] = FileSplit([split.paths[i] for i in keep], split.labels[keep])
+    return kept
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+def _from_disk_cache(files: list[str], splits: dict[str, FileSplit], img_size: int, channels: int, cache_dir: Path,
+                     workers: int, skipped: list, in_ram: bool) -> dict[str, ImageSplit]:
+    from imgcls.console import info
+
+    def decode_all(target) -> list[tuple[str, str]]:
+        info(f"decoding {len(files)} images once into the disk cache ({decoded_bytes(len(files), channels, img_size) / 2**20:.0f} MiB in {cache_dir / 'decoded'})")
+        failed: list[tuple[str, str]] = []
+        _decode_files([Path(f) for f in files], target, workers, failed)
+        return failed
+
+    data_file, meta = disk_cache([Path(f) for f in files], img_size, channels, cache_dir, decode_all)
+    bad = {path for path, _ in meta["skipped"]}
+    skipped.extend((path, reason) for path, reason in meta["skipped"])
+    row_of = {path: row for row, path in enumerate(files)}
+    decoded = {}
+    for name, split in _without(splits, bad).items():
+        rows = np.asarray([row_of[str(path)] for path in split.paths], dtype=np.int64)
+        images = MappedImages(data_file, tuple(meta["shape"]), rows, meta["key"])
+        if in_ram:
+            images = images[np.arange(len(rows))]
+        decoded[name] = ImageSplit(images, _long(split.labels), [str(path) for path in split.paths])
+    return decoded
 
 
 def _detect_channels(splits: dict[str, FileSplit], workers: int, skipped: list[tuple[str, str]]) -> int:
@@ -190,8 +240,8 @@ def _detect_channels(splits: dict[str, FileSplit], workers: int, skipped: list[t
     def mode_of(path: Path) -> str | None:
         try:
             return read_mode(path)
-        except _DECODE_ERRORS as error:
-            skipped.append((str(path), _describe(error)))
+        except DECODE_ERRORS as error:
+            skipped.append((str(path), describe_error(error)))
             return None
 
     with ThreadPoolExecutor(workers) as pool:
@@ -199,35 +249,44 @@ def _detect_channels(splits: dict[str, FileSplit], workers: int, skipped: list[t
     return 1 if modes and modes <= GRAYSCALE_MODES else 3
 
 
-def _decode_split(split: FileSplit, img_size: int, channels: int, workers: int, skipped) -> ImageSplit:
-    """Decode every file once into one uint8 tensor; unreadable files are skipped and recorded."""
+def _decode_files(paths: list[Path], target, workers: int, skipped: list) -> np.ndarray:
+    """Decode `paths` into the rows of `target` ((N, C, S, S) uint8) with a thread pool; returns the
+    mask of rows decoded, and records the files that could not be."""
     import torch
 
     from imgcls.console import get_console
 
-    images = torch.empty((len(split.paths), channels, img_size, img_size), dtype=torch.uint8)
-    ok = np.zeros(len(split.paths), dtype=bool)
+    size, channels = target.shape[-1], target.shape[1]
+    ok = np.zeros(len(paths), dtype=bool)
 
     def decode_into(index: int) -> None:
         try:
-            images[index] = torch.from_numpy(decode_image(split.paths[index], img_size, channels))
+            target[index] = torch.from_numpy(decode_image(paths[index], size, channels))
             ok[index] = True
-        except _DECODE_ERRORS as error:
-            skipped.append((str(split.paths[index]), _describe(error)))
+        except DECODE_ERRORS as error:
+            skipped.append((str(paths[index]), describe_error(error)))
 
     console = get_console()
     with ThreadPoolExecutor(workers) as pool:
-        if len(split.paths) >= 2000 and console.is_terminal:
+        if len(paths) >= 2000 and console.is_terminal:
             from rich.progress import track
 
-            list(track(pool.map(decode_into, range(len(split.paths))), total=len(split.paths),
+            list(track(pool.map(decode_into, range(len(paths))), total=len(paths),
                        description="decoding images", console=console, transient=True))
         else:
-            list(pool.map(decode_into, range(len(split.paths))))
+            list(pool.map(decode_into, range(len(paths))))
+    return ok
+
+
+def _decode_split(split: FileSplit, img_size: int, channels: int, workers: int, skipped) -> ImageSplit:
+    """Decode every file once into one uint8 tensor in RAM; unreadable files are skipped and recorded."""
+    import torch
+
+    images = torch.empty((len(split.paths), channels, img_size, img_size), dtype=torch.uint8)
+    ok = _decode_files(split.paths, images, workers, skipped)
     keep = np.flatnonzero(ok)
-    index = torch.as_tensor(keep, dtype=torch.long)
     return ImageSplit(
-        images[index].contiguous(),
+        images[torch.as_tensor(keep, dtype=torch.long)].contiguous() if len(keep) < len(ok) else images,
         torch.as_tensor(split.labels[keep], dtype=torch.long),
         [str(split.paths[i]) for i in keep],
     )

@@ -24,18 +24,28 @@ class _BatchDataset(Dataset):
 class TensorImageDataset(_BatchDataset):
     """Indexable decoded images; `__getitems__` returns a normalized float batch and its labels."""
 
-    def __init__(self, split: ImageSplit, mean, std, transform=None):
-        self.images = split.images
+    def __init__(self, split: ImageSplit, mean, std, transform=None, channels_last: bool = False):
+        self.images = split.images  # a uint8 tensor, MappedImages or LazyImages (imgcls.data.cache)
         self.labels = split.labels
         self.mean, self.std = tuple(mean), tuple(std)
         self.transform = transform
+        self.channels_last = channels_last
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
 
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images[index]
-        if self.transform is not None:
+        if getattr(self.transform, "batched", False):
+            images = self.transform(images)
+        elif self.transform is not None:
             images = torch.stack([self.transform(image) for image in images])
-        return normalize_batch(images, self.mean, self.std), self.labels[index]
+        batch = normalize_batch(images, self.mean, self.std)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch, self.labels[index]
 
 
 class FeatureDataset(_BatchDataset):
@@ -43,6 +53,10 @@ class FeatureDataset(_BatchDataset):
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor):
         self.features, self.labels = features, labels
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
 
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, dtype=torch.long)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 
-def make_accelerator(precision: str, seed: int | None = None, find_unused_parameters: bool = False):
+def make_accelerator(precision: str, seed: int | None = None, find_unused_parameters: bool = False,
+                     compile_model: bool = False):
     """An Accelerator for `precision` (fp32 / bf16 / fp16, already resolved), with seedable shuffling.
 
-    find_unused_parameters lets DDP cope with parameters that are frozen for some epochs.
+    find_unused_parameters lets DDP cope with parameters that are frozen for some epochs; compile_model
+    has `prepare` wrap the model in torch.compile (inductor).
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
@@ -17,6 +19,7 @@ def make_accelerator(precision: str, seed: int | None = None, find_unused_parame
         mixed_precision=mixed,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+        dynamo_backend="inductor" if compile_model else "no",
     )
     if seed is not None:
         set_seed(seed)
@@ -31,32 +34,34 @@ def cpu_only() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto' becomes bf16 on GPUs that support it (fp16 on older ones) and fp32 on CPUs.
+    """The precision for inference: as asked, or for 'auto' bf16/fp16 on GPUs and fp32 on CPUs."""
+    from imgcls.engine.precision import choose_precision
 
-    bf16 autocast made convolutional training slower on a Zen 5 CPU with native BF16 (see
-    docs/decisions.md), so CPUs stay fp32 unless --precision bf16 is asked for.
+    return choose_precision(precision)[0]
+
+
+def collect_logits(accelerator, model, loader, tta: bool = False):
+    """Logits (float32, CPU) and labels for every sample of `loader`, in order, gathered across processes.
+
+    With `tta` the prediction is the mean of the probabilities for each image and its horizontal mirror,
+    returned as log-probabilities (so softmax gives that mean back).
     """
-    import torch
-
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def collect_logits(accelerator, model, loader):
-    """Logits (float32, CPU) and labels for every sample of `loader`, in order, gathered across processes."""
     import torch
 
     model.eval()
     all_logits, all_labels = [], []
     with torch.inference_mode(), accelerator.autocast():
         for images, labels in loader:
-            logits = model(images)
+            logits = tta_logits(model, images) if tta else model(images)
             logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
             all_logits.append(logits.cpu())
             all_labels.append(labels.cpu())
     if not all_logits:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
     return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def tta_logits(model, images):
+    """Log of the mean softmax over `images` and their horizontal mirrors (test-time augmentation)."""
+    probs = model(images).float().softmax(dim=1) + model(images.flip(-1)).float().softmax(dim=1)
+    return (probs / 2).clamp_min(1e-12).log()

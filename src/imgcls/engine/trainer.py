@@ -18,7 +18,7 @@ from imgcls.atomic import write_text_atomic
 from imgcls.config import Config, resolved_lr
 from imgcls.console import get_console
 from imgcls.engine.checkpoint import load_training_state, load_weights_into, save_training_state, save_weights
-from imgcls.engine.evaluate import collect_logits, make_accelerator, resolve_precision
+from imgcls.engine.evaluate import collect_logits, make_accelerator
 from imgcls.engine.optim import build_optimizer, build_scheduler
 from imgcls.errors import ImgclsError
 from imgcls.metrics import compute_metrics, is_better
@@ -33,6 +33,9 @@ class FitResult:
     stopped_early: bool
     wall_time_s: float
     precision: str
+    precision_reason: str = ""
+    channels_last: bool = False
+    compiled: bool = False
     num_processes: int = 1
     device: str = "cpu"
     predictions: dict = field(default_factory=dict)  # split -> (probabilities, labels) of the best weights
@@ -41,19 +44,28 @@ class FitResult:
 def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: dict, class_names: list[str],
         param_groups: list[dict], frozen_params: list | None = None, freeze_epochs: int = 0,
         resume: bool = False, shuffle_generator=None, weights_name: str = "best.safetensors",
-        positive_class: int = 1) -> FitResult:
+        positive_class: int = 1, channels_last: bool = False, precision_cache: Path | None = None) -> FitResult:
     """Train `model` on loaders["train"], select the best epoch on loaders["val"], evaluate it on every
     non-train loader, and keep run_dir's weights file, last/ and history.csv up to date every epoch.
 
     `frozen_params` get no updates during the first `freeze_epochs` epochs (the head trains alone).
     loaders["train_eval"], when given, is the training set without augmentation: the final metrics
-    include it as "train" (with val/test), as the tutorials report.
+    include it as "train" (with val/test), as the tutorials report. `channels_last`: the model is already
+    in channels_last memory (the loaders deliver NHWC batches); `precision_cache` remembers what
+    `--precision auto` measured.
     """
     # --- setup ---
     train_cfg, optim_cfg = config.train, config.optim
-    precision = resolve_precision(train_cfg.precision)
-    accelerator = make_accelerator(precision, find_unused_parameters=bool(frozen_params and freeze_epochs))
+    input_shape = (min(train_cfg.batch_size, 32), *loaders["train"].dataset.image_shape)
+    precision, precision_reason = _agreed_precision(train_cfg.precision, model, input_shape, precision_cache,
+                                                    channels_last)
+    accelerator = make_accelerator(precision, find_unused_parameters=bool(frozen_params and freeze_epochs),
+                                   compile_model=train_cfg.compile)
     console = get_console()
+    if accelerator.is_main_process:
+        layout = ", channels_last" if channels_last else ""
+        console.print(f"precision: {precision} ({precision_reason}){layout}"
+                      f"{', torch.compile' if train_cfg.compile else ''}")
     lr = resolved_lr(optim_cfg, train_cfg.batch_size)
     steps_per_epoch = len(loaders["train"])
     optimizer = build_optimizer(param_groups, optim_cfg, lr)
@@ -79,16 +91,17 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
         train_loader.set_epoch(epoch)
         for parameter in frozen_params or []:
             parameter.requires_grad_(epoch >= freeze_epochs)
-        train_loss, train_acc = train_one_epoch(accelerator, model, train_loader, criterion, optimizer, scheduler,
-                                                epoch, train_cfg.epochs)
+        train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion, optimizer,
+                                                        scheduler, epoch, train_cfg.epochs)
         if not math.isfinite(train_loss):
             raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
                               f"lower the learning rate with --lr")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-               "train_accuracy": train_acc}
+               "train_accuracy": train_acc, **timing}
         improved = True
         if monitor is not None:
-            # per-epoch selection needs no intervals; they are computed once, for the best epoch
+            # per-epoch selection needs no intervals or test-time augmentation; both are applied once, to the
+            # best epoch's final metrics
             val_metrics = compute_metrics(*collect_logits(accelerator, model, eval_loaders["val"]), class_names,
                                           positive_class, resamples=0)
             row.update(val_loss=val_metrics["loss"]["value"], val_accuracy=val_metrics["accuracy"]["value"])
@@ -118,28 +131,35 @@ def fit(model, loaders: dict, config: Config, run_dir: Path, weights_metadata: d
     final, predictions = {}, {}
     for name in ("train_eval", "val", "test"):
         if name in eval_loaders:
-            logits, labels = collect_logits(accelerator, model, eval_loaders[name])
+            logits, labels = collect_logits(accelerator, model, eval_loaders[name], train_cfg.tta)
             split = name.removesuffix("_eval")
             final[split] = compute_metrics(logits, labels, class_names, positive_class, seed=train_cfg.seed)
             predictions[split] = (logits.softmax(dim=1), labels)
     return FitResult(
         history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
         final_metrics=final, stopped_early=state["stopped_early"], wall_time_s=state["wall_time_s"],
-        precision=precision, num_processes=accelerator.num_processes, device=str(accelerator.device),
+        precision=precision, precision_reason=precision_reason, channels_last=channels_last,
+        compiled=train_cfg.compile, num_processes=accelerator.num_processes, device=str(accelerator.device),
         predictions=predictions,
     )
 
 
 def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler, epoch: int, epochs: int):
-    """One pass over the training data; returns the mean loss and accuracy over all processes."""
+    """One pass over the training data; returns the mean loss and accuracy over all processes, and the
+    epoch's timing: train_time_s, data_time_s (waiting for batches) and step_time_s (forward, backward,
+    update) of this process, and train_images_per_s over all processes."""
     import torch
 
     model.train()
     loss_sum = torch.zeros((), device=accelerator.device)
     correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
     seen = torch.zeros((), device=accelerator.device, dtype=torch.long)
+    data_time = step_time = 0.0
+    started = waited_from = time.perf_counter()
     with _progress(accelerator, len(loader), f"epoch {epoch + 1}/{epochs}") as advance:
         for step, (images, labels) in enumerate(loader):
+            got_batch = time.perf_counter()
+            data_time += got_batch - waited_from
             logits = model(images)
             loss = criterion(logits, labels)
             accelerator.backward(loss)
@@ -151,14 +171,35 @@ def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler,
             seen += labels.shape[0]
             if step % 10 == 0 or step == len(loader) - 1:  # reading a value syncs the GPU; not every step
                 advance(step + 1, float(loss_sum / seen), float(correct / seen))
+            waited_from = time.perf_counter()
+            step_time += waited_from - got_batch
+    train_time = time.perf_counter() - started
     totals = accelerator.reduce(torch.stack([loss_sum, correct.float(), seen.float()]), reduction="sum")
     if float(totals[2]) == 0:
         raise ImgclsError("no training batch was run: the training set is smaller than one batch per process; "
                           "lower --batch-size")
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+    timing = {"train_time_s": round(train_time, 3), "data_time_s": round(data_time, 3),
+              "step_time_s": round(step_time, 3), "train_images_per_s": round(float(totals[2]) / train_time, 1)}
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2]), timing
 
 
 # --- helpers ---
+
+def _agreed_precision(requested: str, model, input_shape, cache_file, channels_last: bool) -> tuple[str, str]:
+    """The main process chooses (and measures, for auto); every process uses its answer."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from imgcls.engine.precision import choose_precision
+
+    state = PartialState()
+    answer = [None]
+    if state.is_main_process:
+        answer = [choose_precision(requested, model, input_shape, cache_file, channels_last)]
+    if state.num_processes > 1:
+        broadcast_object_list(answer)
+    return answer[0]
+
 
 def _cross_entropy(label_smoothing: float):
     from torch import nn

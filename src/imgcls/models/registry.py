@@ -31,6 +31,7 @@ def builtin_names() -> list[str]:
 def _load_builtin_modules() -> None:
     # Importing the modules runs their @register decorators.
     import imgcls.models.densenet_se  # noqa: F401
+    import imgcls.models.fastcnn  # noqa: F401
     import imgcls.models.small  # noqa: F401
     import imgcls.models.vit  # noqa: F401
 

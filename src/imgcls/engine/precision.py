@@ -1,0 +1,141 @@
+"""Numeric precision and memory layout: what `--precision auto` picks, and channels_last for conv nets.
+
+On GPUs the answer is known (bf16 where supported, else fp16 with a grad scaler). On CPUs it is not:
+bf16 autocast is faster on some CPUs and slower on others (on the 2-core Zen 5 machine this project is
+measured on, oneDNN's bf16 matmul runs at half the fp32 rate; see docs/benchmarks.md), so `auto` times a
+few training steps of the actual model in both and keeps bf16 only when it is clearly faster. The answer
+is remembered per CPU, torch version, model and input shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+from imgcls.atomic import write_json_atomic
+from imgcls.errors import ImgclsError
+
+BF16_MIN_SPEEDUP = 1.10  # bf16 must be this much faster than fp32 to be chosen by auto
+_TIMED_STEPS = 2
+
+
+def cpu_supports_bf16() -> bool:
+    """The CPU has native bf16 instructions (AVX512-BF16, AMX or Arm BF16) that oneDNN uses."""
+    import torch
+
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_precision(precision: str) -> None:
+    """Reject a precision the hardware cannot run, with the alternative to use."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    if precision == "fp16" and not on_gpu:
+        raise ImgclsError("--precision fp16 needs a CUDA GPU (it relies on a grad scaler there); "
+                          "on a CPU use --precision bf16 or fp32")
+    if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise ImgclsError("this GPU has no bf16 support; use --precision fp16 (with a grad scaler) or fp32")
+    if precision == "bf16" and not on_gpu and not cpu_supports_bf16():
+        raise ImgclsError("this CPU has no native bf16 instructions, so bf16 would be emulated and slow; "
+                          "use --precision fp32")
+
+
+def choose_precision(requested: str, model=None, input_shape: tuple[int, ...] | None = None,
+                     cache_file: Path | None = None, channels_last: bool = False) -> tuple[str, str]:
+    """The precision to train in, and why: (fp32|bf16|fp16, reason).
+
+    `auto` on a CPU with native bf16 times `model` on random inputs of `input_shape` (batch included)
+    in fp32 and in bf16 autocast, unless `cache_file` already holds the answer for this setup.
+    """
+    import torch
+
+    if requested != "auto":
+        check_precision(requested)
+        return requested, "asked for"
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "GPU with bf16"
+        return "fp16", "GPU without bf16 (fp16 with a grad scaler)"
+    if not torch.backends.mps.is_available() and cpu_supports_bf16() and model is not None and input_shape:
+        return _measured_cpu_choice(model, input_shape, cache_file, channels_last)
+    return "fp32", "no faster precision on this device"
+
+
+def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_last: bool) -> tuple[str, str]:
+    import torch
+
+    from imgcls.environment import cpu_name
+
+    key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), type(model).__name__,
+                    str(sum(p.numel() for p in model.parameters())), "x".join(map(str, input_shape)),
+                    "cl" if channels_last else "nchw"])
+    remembered = _read_cache(cache_file)
+    if key not in remembered:
+        with torch.random.fork_rng():  # the run must not depend on whether this was measured or remembered
+            fp32 = _step_seconds(model, input_shape, False, channels_last)
+            bf16 = _step_seconds(model, input_shape, True, channels_last)
+        remembered[key] = {"fp32_s": round(fp32, 4), "bf16_s": round(bf16, 4)}
+        if cache_file is not None:
+            try:
+                write_json_atomic(cache_file, remembered)
+            except OSError:
+                pass  # an unwritable cache only costs the measurement next time
+    timing = remembered[key]
+    speedup = timing["fp32_s"] / max(timing["bf16_s"], 1e-9)
+    if speedup >= BF16_MIN_SPEEDUP:
+        return "bf16", f"bf16 measured {speedup:.2f}x faster than fp32 here"
+    return "fp32", f"bf16 measured {speedup:.2f}x the speed of fp32 here"
+
+
+def _read_cache(cache_file: Path | None) -> dict:
+    if cache_file is None or not cache_file.is_file():
+        return {}
+    try:
+        values = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def _step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
+    """Seconds of one forward+backward step of a copy of `model` (its weights and statistics stay untouched)."""
+    import torch
+
+    trial = copy.deepcopy(model).train()
+    images = torch.randn(*input_shape)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            output = trial(images)
+        output.float().square().mean().backward()
+
+    step()  # warm-up: oneDNN builds its kernels on the first call
+    started = time.perf_counter()
+    for _ in range(_TIMED_STEPS):
+        step()
+    return (time.perf_counter() - started) / _TIMED_STEPS
+
+
+def uses_convolutions(model) -> bool:
+    """The model has 2-D convolutions beyond a ViT's patch embedding (kernel == stride)."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size != module.stride:
+            return True
+    return False
+
+
+def to_channels_last(model) -> bool:
+    """Move a convolutional model to channels_last (NHWC) memory; returns whether it did."""
+    import torch
+
+    if not uses_convolutions(model):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True

@@ -1,0 +1,79 @@
+"""--precision: hardware checks, the measured CPU choice of auto (remembered), channels_last for conv nets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import imgcls
+from imgcls.engine import precision as precision_module
+from imgcls.engine.precision import choose_precision, to_channels_last, uses_convolutions
+from imgcls.errors import ImgclsError
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
+def test_fp16_on_a_cpu_is_a_clear_error():
+    with pytest.raises(ImgclsError, match="fp16 needs a CUDA GPU.*bf16 or fp32"):
+        choose_precision("fp16")
+    assert choose_precision("fp32") == ("fp32", "asked for")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
+def test_auto_on_a_cpu_times_both_and_remembers(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda: True)
+    timings = {False: 0.30, True: 0.10}  # bf16 three times faster
+    calls = []
+
+    def fake_step_seconds(model, shape, bf16, channels_last):
+        calls.append(bf16)
+        return timings[bf16]
+
+    monkeypatch.setattr(precision_module, "_step_seconds", fake_step_seconds)
+    model = imgcls.create_model("fastcnn", num_classes=10, in_chans=1)
+    cache = tmp_path / "precision.json"
+    chosen, reason = choose_precision("auto", model, (8, 1, 28, 28), cache)
+    assert chosen == "bf16" and "3.00x faster" in reason and sorted(calls) == [False, True]
+    assert list(json.loads(cache.read_text()).values()) == [{"fp32_s": 0.3, "bf16_s": 0.1}]
+    assert choose_precision("auto", model, (8, 1, 28, 28), cache)[0] == "bf16"
+    assert len(calls) == 2  # remembered: not measured again
+    timings[True] = 0.6  # another input shape, where bf16 is slower
+    assert choose_precision("auto", model, (8, 1, 32, 32), cache)[0] == "fp32"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
+def test_real_timing_leaves_the_model_untouched(tmp_path):
+    model = imgcls.create_model("fastcnn", num_classes=10, in_chans=1, widths=[8, 16])
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    chosen, reason = choose_precision("auto", model, (4, 1, 28, 28), tmp_path / "p.json")
+    assert torch.equal(torch.get_rng_state(), rng_before)  # a measured run draws the same numbers as a remembered one
+    assert chosen in ("fp32", "bf16") and reason
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+
+def test_channels_last_only_for_convolutional_models():
+    cnn = imgcls.create_model("fastcnn", num_classes=10, in_chans=1)
+    vit = imgcls.create_model("vit", num_classes=10, in_chans=1, img_size=28, patch_size=7, depth=1, width=32,
+                              heads=2)
+    assert uses_convolutions(cnn) and not uses_convolutions(vit)
+    assert to_channels_last(cnn) and not to_channels_last(vit)
+    weight = cnn.features[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tta_averages_the_probabilities_of_each_image_and_its_mirror():
+    from imgcls.engine.evaluate import collect_logits, make_accelerator
+
+    torch.manual_seed(0)
+    model = imgcls.create_model("fastcnn", num_classes=4, in_chans=3, widths=[8, 16]).eval()
+    images, labels = torch.randn(6, 3, 20, 20), torch.arange(6) % 4
+    accelerator = make_accelerator("fp32")
+    logits, gathered = collect_logits(accelerator, model, [(images, labels)], tta=True)
+    with torch.no_grad():
+        expected = (model(images).softmax(1) + model(images.flip(-1)).softmax(1)) / 2
+        plain = model(images).softmax(1)
+    assert torch.allclose(logits.softmax(1), expected, atol=1e-6) and torch.equal(gathered, labels)
+    assert not torch.allclose(expected, plain, atol=1e-4)  # the mirror does change this model's output
