@@ -103,8 +103,8 @@ PLAIN_LOOP = '''
 import sys, time, timm, torch
 from torchvision import datasets, transforms
 from torch.utils.data import DataLoader
-name, size, folder, epochs, batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-torch.manual_seed(0)
+name, size, folder, epochs, batch, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+torch.manual_seed(seed)
 norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 train_tf = transforms.Compose([transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
 val_tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), norm])
@@ -135,11 +135,12 @@ print("RESULT", len(train_set), ",".join(f"{t:.3f}" for t in epoch_times), corre
 '''
 
 
-def plain_loop(name: str, size: int, folder: Path, work: Path) -> dict:
+def plain_loop(name: str, size: int, folder: Path, work: Path, seed: int = 0) -> dict:
     script = work / "plain_loop.py"
     script.write_text(PLAIN_LOOP)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(script), name, str(size), str(folder), str(EPOCHS), str(BATCH)],
+    result = subprocess.run([sys.executable, str(script), name, str(size), str(folder), str(EPOCHS), str(BATCH),
+                             str(seed)],
                             capture_output=True, text=True)
     wall = time.perf_counter() - started
     line = next((line for line in result.stdout.splitlines() if line.startswith("RESULT")), None)
@@ -151,7 +152,7 @@ def plain_loop(name: str, size: int, folder: Path, work: Path) -> dict:
             "epoch_times": epoch_times}
 
 
-def imgcls_run(name: str, size: int, folder: Path, work: Path, run_name: str, *extra: str) -> dict:
+def imgcls_run(name: str, size: int, folder: Path, work: Path, run_name: str, *extra: str, seed: int = 0) -> dict:
     """The same training through `imgcls train` (adam, lr 1e-3 constant, flips only, no weight decay)."""
     runs = work / "runs-b"
     started = time.perf_counter()
@@ -159,7 +160,7 @@ def imgcls_run(name: str, size: int, folder: Path, work: Path, run_name: str, *e
         [*IMGCLS, "train", str(folder), "--model", name, "--img-size", str(size), "--epochs", str(EPOCHS),
          "--batch-size", str(BATCH), "--optimizer", "adam", "--lr", "1e-3", "--scheduler", "constant",
          "--warmup-epochs", "0", "--weight-decay", "0", "--augment", "light", "--crop-padding", "0",
-         "--seed", "0", "--runs-dir", str(runs), "--name", run_name, *extra],
+         "--seed", str(seed), "--runs-dir", str(runs), "--name", run_name, *extra],
         capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -197,6 +198,22 @@ def throughput(work: Path, folder: Path) -> list[str]:
                      f"{ours['precision']}, {layout} |")
         print(lines[-1], flush=True)
     return lines
+
+
+def accuracy_over_seeds(work: Path, folder: Path, seeds: int, name: str = "resnet18", size: int = 64) -> list[str]:
+    """One seed per pipeline says little after 3 epochs on 1,000 images: repeat the cheapest case."""
+    import statistics
+
+    plain = [plain_loop(name, size, folder, work, seed)["accuracy"] for seed in range(1, seeds + 1)]
+    ours = [imgcls_run(name, size, folder, work, f"{name}-seed{seed}", seed=seed)["accuracy"]
+            for seed in range(1, seeds + 1)]
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})"
+
+    return [f"Validation accuracy of {name} at {size} px over seeds 1-{seeds} (same settings as above; mean ± sd):",
+            "", "| pipeline | val accuracy after 3 epochs |", "|---|---|",
+            f"| plain loop | {spread(plain)} |", f"| imgcls | {spread(ours)} |"]
 
 
 def _count(folder: Path) -> int:
@@ -267,17 +284,20 @@ def data_vs_step(work: Path, folder: Path, name: str = "resnet18", size: int = 6
     lines = [
         "### d. Data time vs step time per epoch, with and without the cache", "",
         f"`imgcls train` on the JPEG folder of b, {name} at {size} px, batch {BATCH}, DataLoader workers 2 "
-        "(default); data time = the training loop waiting for the next batch, step time = forward, backward "
+        "(default) and 0; data time = the training loop waiting for the next batch, step time = forward, backward "
         "and update (history.csv columns data_time_s, step_time_s). Target: data <= 10% of step from the "
-        "second epoch with the cache.", "",
-        "| --cache | epoch | data time | step time | data / step |", "|---|---|---|---|---|",
+        "second epoch with the cache. With workers 0 the training process decodes and augments itself, so "
+        "that is where decoding every epoch (`--cache none`) shows.", "",
+        "| --cache | --workers | epoch | data time | step time | data / step |", "|---|---|---|---|---|---|",
     ]
     cache_dir = work / "cache-d"
-    for mode in ("ram", "disk", "none"):
-        run = imgcls_run(name, size, folder, work, f"cache-{mode}", "--cache", mode, "--cache-dir", str(cache_dir))
+    for mode, workers in (("ram", 2), ("disk", 2), ("none", 2), ("ram", 0), ("none", 0)):
+        run = imgcls_run(name, size, folder, work, f"cache-{mode}-{workers}", "--cache", mode, "--cache-dir",
+                         str(cache_dir), "--workers", str(workers))
         for row in run["history"]:
             data, step = float(row["data_time_s"]), float(row["step_time_s"])
-            lines.append(f"| {mode} | {row['epoch']} | {data:.2f} s | {step:.2f} s | {100 * data / step:.1f}% |")
+            lines.append(f"| {mode} | {workers} | {row['epoch']} | {data:.2f} s | {step:.2f} s | "
+                         f"{100 * data / step:.1f}% |")
         print("\n".join(lines[-EPOCHS:]), flush=True)
     return lines
 
@@ -287,6 +307,7 @@ def main() -> None:
     parser.add_argument("--only", default="a,b,c,d", help="comma-separated benchmarks to run")
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=50)
+    parser.add_argument("--seeds", type=int, default=3, help="b: seeds for the resnet18 accuracy check")
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args()
     chosen = set(args.only.split(","))
@@ -298,10 +319,13 @@ def main() -> None:
             lines += time_to_accuracy(work) + [""]
             print("\n".join(lines), flush=True)
         folder = None
-        if chosen & {"b", "d"}:
+        if chosen & {"b", "b-seeds", "d"}:
             folder = make_jpeg_folder(work / "jpegs", args.train_per_class, args.val_per_class)
         if "b" in chosen:
             lines += throughput(work, folder) + [""]
+        if "b" in chosen or "b-seeds" in chosen:
+            lines += accuracy_over_seeds(work, folder, args.seeds) + [""]
+            print("\n".join(lines[-7:]), flush=True)
         if "c" in chosen:
             lines += vit_step_flops() + [""]
             print("\n".join(lines[-12:]), flush=True)

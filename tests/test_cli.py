@@ -187,7 +187,9 @@ def test_two_class_run_reports_the_chosen_positive_class_on_train_val_and_test(c
         assert metrics[split]["positive_class"] == "cat"
         for name in ("sensitivity", "specificity", "precision", "f1", "mcc", "error_rate", "roc_auc"):
             assert name in metrics[split], name
-        assert len(metrics[split]["sensitivity"]["ci95"]) == 2
+        # intervals for held-out data only: the model was fit to the training split
+        assert ("ci95" in metrics[split]["sensitivity"]) == (split != "train")
+    assert len(metrics["test"]["sensitivity"]["ci95"]) == 2
     wrong = run_cli("train", str(class_folders), "--positive-class", "dog", "--runs-dir", runs)
     assert wrong.returncode == 2 and "--positive-class 'dog'" in wrong.stderr
 

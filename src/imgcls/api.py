@@ -192,7 +192,8 @@ def _run_summary(config: Config, bundle, model, result, started: float) -> dict:
         "stopped_early": result.stopped_early, "training_time_s": round(result.wall_time_s, 2),
         "wall_time_s": round(time.perf_counter() - started, 2), "precision": result.precision,
         "precision_reason": result.precision_reason, "channels_last": result.channels_last,
-        "compiled": result.compiled, "image_cache": bundle.cache, "num_processes": result.num_processes, "device": result.device, "hardware": hardware(),
+        "compiled": result.compiled, "image_cache": bundle.cache, "num_processes": result.num_processes,
+        "device": result.device, "hardware": hardware(),
         "versions": versions(), "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 
@@ -257,7 +258,8 @@ def _print_data_summary(bundle, config: Config, run_dir: Path) -> None:
     sizes = ", ".join(f"{split} {len(data)}" for split, data in bundle.splits.items())
     get_console().print(
         f"data: {bundle.source} — {len(bundle.class_names)} classes, {sizes} images, "
-        f"{bundle.img_size}px, {bundle.channels} channel(s), decoded images in {bundle.cache}\nmodel: {config.model.name}   run: {run_dir}"
+        f"{bundle.img_size}px, {bundle.channels} channel(s), decoded images in {bundle.cache}\n"
+        f"model: {config.model.name}   run: {run_dir}"
     )
 
 

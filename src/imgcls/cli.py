@@ -38,7 +38,8 @@ def _add_train(commands) -> None:
     p = commands.add_parser("train", help="train a classifier on a folder or a built-in dataset",
                             description="Train a classifier. DATA is a folder with one subfolder per class, a "
                             "folder with train/ val/ [test/], or a built-in name: mnist, fashion-mnist, cifar10, "
-                            "cifar100. Settings come from defaults, then --recipe, then --config, then flags. 'imgcls train "
+                            "cifar100. Settings come from defaults, then --recipe, then --config, then flags. "
+                            "'imgcls train "
                             "fashion-mnist' uses the fashion-mnist recipe unless --recipe or --config is given.")
     p.add_argument("data", nargs="?", metavar="DATA", help="dataset folder or built-in name")
     p.add_argument("--recipe", metavar="NAME", help="a named, documented setting shipped with imgcls (list them with "

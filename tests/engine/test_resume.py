@@ -13,7 +13,8 @@ import imgcls
 
 def _history(run):
     timing = {"epoch_time_s", "train_time_s", "data_time_s", "step_time_s", "train_images_per_s"}
-    return [{k: float(v) for k, v in row.items() if k not in timing} for row in csv.DictReader((run / "history.csv").open())]
+    rows = csv.DictReader((run / "history.csv").open())
+    return [{k: float(v) for k, v in row.items() if k not in timing} for row in rows]
 
 
 def _config(fmnist_root, runs_dir, name, epochs):

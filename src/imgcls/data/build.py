@@ -214,7 +214,8 @@ def _from_disk_cache(files: list[str], splits: dict[str, FileSplit], img_size: i
     from imgcls.console import info
 
     def decode_all(target) -> list[tuple[str, str]]:
-        info(f"decoding {len(files)} images once into the disk cache ({decoded_bytes(len(files), channels, img_size) / 2**20:.0f} MiB in {cache_dir / 'decoded'})")
+        size_mib = decoded_bytes(len(files), channels, img_size) / 2**20
+        info(f"decoding {len(files)} images once into the disk cache ({size_mib:.0f} MiB in {cache_dir / 'decoded'})")
         failed: list[tuple[str, str]] = []
         _decode_files([Path(f) for f in files], target, workers, failed)
         return failed

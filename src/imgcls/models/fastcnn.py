@@ -55,8 +55,9 @@ class FastCNN(nn.Module):
 @register("fastcnn")
 def fastcnn(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, stem: int = 16,
             widths: list[int] | tuple[int, ...] = (32, 64, 128), depth: int = 2, drop_rate: float = 0.0) -> nn.Module:
-    """A stem conv of `stem` channels (0: none, the first stage sees the pixels), one stage per entry of `widths` (each halves the resolution), `depth` convs per
-    stage; 292,656 parameters with the defaults on 1x28x28 and 10 classes. Any input size of 8 px or more."""
+    """A stem conv of `stem` channels (0: none, the first stage sees the pixels), one stage per entry of
+    `widths` (each halves the resolution), `depth` convs per stage; 292,666 parameters with the defaults on
+    1x28x28 and 10 classes. Inputs of at least 2**len(widths) pixels."""
     if not widths or depth < 1 or stem < 0:
         raise ValueError("fastcnn needs at least one stage width, depth >= 1 and stem >= 0")
     model = FastCNN(num_classes, in_chans, int(stem), [int(width) for width in widths], int(depth), drop_rate)
