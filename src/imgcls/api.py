@@ -145,9 +145,9 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_json_atomic(run_dir / "classes.json", bundle.class_names)
         _print_data_summary(bundle, config, run_dir)
-    from imgcls.config import default_cache_dir
+    from imgcls.config import cache_dir_of
 
-    cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
+    cache_dir = cache_dir_of(config.data)
     if config.model.linear_probe:
         from imgcls.probe import train_linear_probe
 

@@ -320,8 +320,13 @@ def flat_to_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return sections
 
 
+def cache_dir_of(data: DataConfig) -> Path:
+    """The cache folder a data config uses: --cache-dir, else ~/.cache/imgcls."""
+    return Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
+
+
 def default_cache_dir() -> Path:
-    """Where imgcls caches derived data (linear-probe features) when --cache-dir is not given."""
+    """Where imgcls caches decoded images, linear-probe features and precision timings without --cache-dir."""
     return Path.home() / ".cache" / "imgcls"
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgcls.data.cache import DECODE_ERRORS
 from imgcls.data.images import decode_image, is_image_file
 from imgcls.errors import ImgclsError
-
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -48,7 +47,7 @@ def predict_files(model, inputs, class_names: list[str], img_size: int, channels
             try:
                 batch.append(torch.from_numpy(decode_image(path, img_size, channels)))
                 positions.append(start + offset)
-            except _DECODE_ERRORS as error:
+            except DECODE_ERRORS as error:
                 results[start + offset]["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
         if not batch:
             continue

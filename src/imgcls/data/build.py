@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.config import DataConfig, default_cache_dir
+from imgcls.config import DataConfig, cache_dir_of
 from imgcls.data.builtin import BUILTINS, builtin_name, load_builtin
 from imgcls.data.cache import (DECODE_ERRORS, MappedImages, LazyImages, choose_cache, decoded_bytes, describe_error,
                                disk_cache, select_images)
@@ -72,8 +72,7 @@ def build_dataset(
     if name is not None:
         bundle = _build_builtin(name, config, seed, data_root, channels, img_size)
     else:
-        cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-        bundle = _build_folder(source_path, config, seed, channels, img_size, whole, cache_dir, processes)
+        bundle = _build_folder(source_path, config, seed, channels, img_size, whole, cache_dir_of(config), processes)
     if class_names is not None:
         _relabel(bundle, class_names)
     if config.max_per_class is not None:
