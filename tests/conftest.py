@@ -1,16 +1,47 @@
-"""Shared fixtures: real Fashion-MNIST (Debian's dataset-fashion-mnist), small generated image folders."""
+"""Fixtures: real Fashion-MNIST (Debian's dataset-fashion-mnist), small generated image folders, the real
+EfficientNet-Lite0 weights; and the session's precision and cache settings.
+
+`--auto-precision bf16` (or fp32) pins what `--precision auto` means for every run the tests start, in this
+process and in the subprocesses they launch, so the suite proves the bf16 path on any CPU (`.ci/run` runs the
+quick subset a second time that way). Without it, auto decides as it does for users.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-FASHION_MNIST_SYSTEM_COPY = Path("/usr/share/datasets/fashion-mnist")
+from tests.helpers import FASHION_MNIST_SYSTEM_COPY, make_class_folders
+
+_SESSION_CACHE: list[str] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--auto-precision", choices=("fp32", "bf16"), default=None,
+                     help="pin what --precision auto means for every imgcls run in the tests")
+
+
+def pytest_configure(config):
+    choice = config.getoption("--auto-precision")
+    if choice:
+        os.environ["IMGCLS_AUTO_PRECISION"] = choice
+    # decoded images, precision timings and features go to a folder of this session, not the user's ~/.cache
+    _SESSION_CACHE.append(tempfile.mkdtemp(prefix="imgcls-tests-cache-"))
+    os.environ["IMGCLS_CACHE_DIR"] = _SESSION_CACHE[0]
+    os.environ["COLUMNS"] = "160"  # rich tables in captured output, in this process and in subprocesses
+
+
+def pytest_unconfigure(config):
+    for folder in _SESSION_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_report_header(config):
+    return f"imgcls: --precision auto pinned to {os.environ.get('IMGCLS_AUTO_PRECISION', 'nothing (measured)')}"
 
 
 @pytest.fixture(scope="session")
@@ -21,40 +52,9 @@ def fmnist_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("datasets")
 
 
-def _photo(name: str) -> np.ndarray:
-    from skimage import data
-
-    return getattr(data, name)()
-
-
-def make_class_folders(root: Path, per_class: int = 24, size: int = 48, seed: int = 0) -> Path:
-    """Three classes of real photo crops (scikit-image's chelsea, coffee, rocket) in mixed formats."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    extensions = ["png", "jpg", "JPEG", "webp", "bmp"]
-    for class_name, photo_name in (("cat", "chelsea"), ("coffee", "coffee"), ("rocket", "rocket")):
-        photo = _photo(photo_name)
-        height, width = photo.shape[:2]
-        (root / class_name).mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            side = int(rng.integers(min(height, width) // 2, min(height, width)))
-            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-            crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size))
-            crop.save(root / class_name / f"{index}.{extensions[index % len(extensions)]}")
-    return root
-
-
 @pytest.fixture
 def class_folders(tmp_path) -> Path:
     return make_class_folders(tmp_path / "photos")
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m imgcls ARGS` the way a user runs it, capturing output."""
-    env = dict(os.environ, COLUMNS="160")
-    return subprocess.run([sys.executable, "-m", "imgcls", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

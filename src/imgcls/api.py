@@ -166,11 +166,11 @@ def _train_in(run_dir: Path, config: Config, resume: bool, is_main: bool, num_pr
     if is_main:
         write_json_atomic(run_dir / "metrics.json", result.final_metrics)
         write_json_atomic(run_dir / "run.json", _run_summary(config, bundle, model, result, started))
-        _write_figures_and_report(run_dir, bundle, result, config.train.seed)
         from imgcls.report.tables import print_metrics
 
-        if result.final_metrics:
+        if result.final_metrics:  # the answer first; the figures and the report follow
             print_metrics(result.final_metrics, title=f"metrics of the best epoch ({result.best_epoch})")
+        _write_figures_and_report(run_dir, bundle, result, config.train.seed)
         console.print(f"run folder: [bold]{run_dir}[/bold]   report: {run_dir / 'report.html'}")
     return TrainOutcome(run_dir, result.final_metrics, result.best_epoch, len(result.history), result.wall_time_s)
 
@@ -494,15 +494,17 @@ def _same_source(a: str, b: str) -> bool:
 
 # --- predict ---
 
-def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64) -> list[dict]:
+def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64,
+            precision: str = "auto") -> list[dict]:
     """Top-k classes for every image file (folders are searched recursively); batched.
 
     Returns one dict per file: {"path", "predictions": [{"class", "probability"}, ...]} or {"path", "error"}.
     """
+    from imgcls.engine.evaluate import resolve_precision
     from imgcls.predict import predict_files
 
     loaded = run if isinstance(run, LoadedModel) else load(run)
     return predict_files(loaded.model, inputs, loaded.class_names, loaded.img_size, loaded.in_chans,
                          loaded.mean, loaded.std, topk=topk, batch_size=batch_size,
-                         tta=bool(loaded.config and loaded.config.train.tta))
+                         tta=bool(loaded.config and loaded.config.train.tta), precision=resolve_precision(precision))
 

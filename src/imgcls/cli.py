@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from imgcls.errors import ImgclsError
@@ -279,14 +280,16 @@ def _add_models(commands) -> None:
 
 def _run_models(args) -> int:
     from imgcls.models import builtin_names, list_models
+    from imgcls.models.registry import name_pattern
 
     import timm
 
     names = list_models(args.pattern, pretrained=args.pretrained)
     builtins = set(builtin_names())
-    with_weights = {tagged.split(".")[0] for tagged in timm.list_models(args.pattern or "", pretrained=True)}
+    with_weights = {tagged.split(".")[0] for tagged in timm.list_models(name_pattern(args.pattern), pretrained=True)}
     if not names:
-        raise ImgclsError(f"no model matches '{args.pattern}'; try a wider pattern such as '*{args.pattern}*'")
+        raise ImgclsError(f"no model matches '{args.pattern}'; try a shorter word or a wider pattern "
+                          f"('imgcls models' lists them all)")
     for name in names:
         if name in builtins:
             print(f"{name}\tbuilt-in")
@@ -350,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImgclsError as error:
         print(f"imgcls {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader closed the pipe (`imgcls models | head`): stop quietly, as Python's documentation advises
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         hint = " (continue with 'imgcls train --resume RUN')" if args.command == "train" else ""
         print(f"imgcls {args.command}: interrupted{hint}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,14 +326,30 @@ def cache_dir_of(data: DataConfig) -> Path:
     return Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
 
 
+CACHE_DIR_ENV = "IMGCLS_CACHE_DIR"  # another default cache folder (shared machines, test sessions)
+AUTO_PRECISION_ENV = "IMGCLS_AUTO_PRECISION"  # pins what --precision auto means: fp32 or bf16 (CI, clusters)
+
+
 def default_cache_dir() -> Path:
-    """Where imgcls caches decoded images, linear-probe features and precision timings without --cache-dir."""
-    return Path.home() / ".cache" / "imgcls"
+    """Where imgcls caches decoded images, linear-probe features and precision timings without --cache-dir:
+    $IMGCLS_CACHE_DIR, else ~/.cache/imgcls."""
+    configured = os.environ.get(CACHE_DIR_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "imgcls"
 
 
 def default_data_root() -> Path:
-    """Where built-in datasets live when --data-root is not given: ~/.cache/imgcls/datasets."""
-    return Path.home() / ".cache" / "imgcls" / "datasets"
+    """Where built-in datasets live when --data-root is not given: <cache folder>/datasets."""
+    return default_cache_dir() / "datasets"
+
+
+def auto_precision_override() -> str | None:
+    """What `--precision auto` is pinned to by $IMGCLS_AUTO_PRECISION (fp32 or bf16), or None to decide."""
+    value = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+    if not value or value == "auto":
+        return None
+    if value not in ("fp32", "bf16"):
+        raise ImgclsError(f"{AUTO_PRECISION_ENV}={value} is not a precision; set it to fp32 or bf16, or unset it")
+    return value
 
 
 def config_from_dict(values: dict[str, Any], where: str) -> Config:

@@ -28,7 +28,7 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict_files(model, inputs, class_names: list[str], img_size: int, channels: int, mean, std,
-                  topk: int = 5, batch_size: int = 64, tta: bool = False) -> list[dict]:
+                  topk: int = 5, batch_size: int = 64, tta: bool = False, precision: str = "fp32") -> list[dict]:
     """Decode, batch and classify; one result per file, unreadable files reported with their error.
     `tta` averages the probabilities of each image and its horizontal mirror (as the run was evaluated)."""
     import torch
@@ -51,7 +51,7 @@ def predict_files(model, inputs, class_names: list[str], img_size: int, channels
                 results[start + offset]["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
         if not batch:
             continue
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             images = normalize_batch(torch.stack(batch), mean, std)
             if tta:
                 from imgcls.engine.evaluate import tta_logits

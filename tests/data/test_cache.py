@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_class_folders
+from tests.helpers import make_class_folders
 from imgcls.config import DataConfig
 from imgcls.data import build_dataset
 from imgcls.data import cache as cache_module

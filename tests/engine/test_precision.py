@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +79,49 @@ def test_tta_averages_the_probabilities_of_each_image_and_its_mirror():
         plain = model(images).softmax(1)
     assert torch.allclose(logits.softmax(1), expected, atol=1e-6) and torch.equal(gathered, labels)
     assert not torch.allclose(expected, plain, atol=1e-4)  # the mirror does change this model's output
+
+
+def test_one_process_trains_evaluates_and_predicts_with_any_mix_of_precisions(fmnist_root, tmp_path):
+    """A notebook or a sweep: train fp32 -> bf16 -> fp32, evaluate in bf16, predict in fp32, in one process."""
+    from PIL import Image
+
+    common = dict(data_root=str(fmnist_root), model="mlp", epochs=2, max_per_class=30, workers=0, lr=3e-3,
+                  batch_size=32, runs_dir=str(tmp_path / "runs"), val_split=0.1)
+    runs = []
+    for index, precision in enumerate(("fp32", "bf16", "fp32")):
+        outcome = imgcls.train("fashion-mnist", precision=precision, name=f"run{index}", **common)
+        summary = json.loads((outcome.run_dir / "run.json").read_text())
+        assert summary["precision"] == precision
+        assert outcome.metrics["test"]["num_samples"] == 300  # 30 per class of the official test set
+        assert outcome.metrics["test"]["accuracy"]["value"] > 0.3  # it learned: chance is 0.1
+        runs.append(outcome)
+    bf16_run, fp32_run = runs[1], runs[2]
+
+    evaluated = imgcls.evaluate(bf16_run.run_dir, precision="bf16")
+    assert evaluated["split"] == "test"
+    assert evaluated["accuracy"]["value"] == bf16_run.metrics["test"]["accuracy"]["value"]
+
+    from imgcls.data.builtin import load_builtin
+
+    test_images = load_builtin("fashion-mnist", fmnist_root, train=False)[0][:12]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for row, image in enumerate(test_images):
+        Image.fromarray(image[0]).save(folder / f"{row:02d}.png")
+    predictions = imgcls.predict(fp32_run.run_dir, [folder], topk=10, precision="fp32")
+    loaded = imgcls.load(fp32_run.run_dir)
+    assert loaded.img_size == 28 and loaded.in_chans == 1
+    with torch.no_grad():
+        normalized = (torch.from_numpy(test_images).float() / 255 - loaded.mean[0]) / loaded.std[0]
+        expected = loaded.model(normalized).softmax(1).numpy()
+    assert [Path(result["path"]).name for result in predictions] == [f"{row:02d}.png" for row in range(12)]
+    for row, result in enumerate(predictions):
+        probs = {guess["class"]: guess["probability"] for guess in result["predictions"]}
+        assert np.allclose([probs[name] for name in loaded.class_names], expected[row], atol=1e-5)
+
+
+def test_auto_keeps_fp32_when_a_step_is_too_short_to_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "_step_seconds", lambda model, shape, bf16, cl: 0.0004 if bf16 else 0.001)
+    head = torch.nn.Linear(16, 3)
+    assert choose_precision("auto", head, (32, 16), tmp_path / "p.json")[0] == "fp32"

@@ -17,13 +17,16 @@ def _history(run):
     return [{k: float(v) for k, v in row.items() if k not in timing} for row in rows]
 
 
-def _config(fmnist_root, runs_dir, name, epochs):
+def _config(fmnist_root, runs_dir, name, epochs, precision):
     return dict(source="fashion-mnist", data_root=str(fmnist_root), model="multilayer_cnn", max_per_class=60,
-                epochs=epochs, batch_size=32, workers=0, runs_dir=str(runs_dir), name=name, augment="light")
+                epochs=epochs, batch_size=32, workers=0, runs_dir=str(runs_dir), name=name, augment="light",
+                precision=precision)
 
 
-def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypatch):
-    straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight", 3))
+# Bit-for-bit comparisons name their precision: each is exact within itself, and both must be.
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.slow)])
+def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypatch, precision):
+    straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight", 3, precision))
 
     from imgcls.engine import trainer
 
@@ -37,14 +40,18 @@ def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypa
 
     monkeypatch.setattr(trainer, "train_one_epoch", crash_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        imgcls.train(**_config(fmnist_root, tmp_path, "interrupted", 3))
+        imgcls.train(**_config(fmnist_root, tmp_path, "interrupted", 3, precision))
     monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
     assert len(_history(tmp_path / "interrupted")) == 2
     resumed = imgcls.train(resume=tmp_path / "interrupted")
     assert _history(resumed.run_dir) == _history(straight.run_dir)
     assert resumed.metrics["test"]["accuracy"] == straight.metrics["test"]["accuracy"]
+    import json
+
+    assert json.loads((resumed.run_dir / "run.json").read_text())["precision"] == precision
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_from_the_last_saved_epoch(fmnist_root, tmp_path):
     command = [sys.executable, "-m", "imgcls", "train", "fashion-mnist", "--data-root", str(fmnist_root),
                "--model", "multilayer_cnn", "--max-per-class", "300", "--epochs", "8", "--workers", "0",

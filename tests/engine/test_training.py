@@ -1,5 +1,7 @@
 """Training options a user relies on: early stopping, monitor choice, optimizers."""
 
+import pytest
+
 import imgcls
 
 
@@ -10,6 +12,7 @@ def _train(fmnist_root, tmp_path, **overrides):
     return imgcls.train(**settings)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_when_the_monitored_metric_stalls(fmnist_root, tmp_path):
     # A learning rate this small cannot change a prediction: no epoch after the first improves on it.
     outcome = _train(fmnist_root, tmp_path, epochs=6, lr=1e-12, monitor="accuracy", patience=2, warmup_epochs=0,
@@ -18,6 +21,7 @@ def test_early_stopping_stops_when_the_monitored_metric_stalls(fmnist_root, tmp_
     assert outcome.epochs_run == 3
 
 
+@pytest.mark.slow
 def test_sgd_with_step_schedule_and_label_smoothing_learns(fmnist_root, tmp_path):
     outcome = _train(fmnist_root, tmp_path, epochs=3, optimizer="sgd", lr=0.05, scheduler="step", step_epochs=2,
                      label_smoothing=0.1, monitor="f1_macro", max_per_class=100)

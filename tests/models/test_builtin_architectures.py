@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import imgcls
-from tests.conftest import run_cli
+from tests.helpers import cli
 
 
 def _params(model) -> int:
@@ -50,13 +50,14 @@ def test_densenet_se_applies_the_excitation():
     assert not torch.allclose(with_se, without_se, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [
     ("mlp", []), ("onecnn", []), ("multilayer_cnn", []), ("lenet", ["--img-size", "32"]),
     ("vit", []), ("vit_keras_cifar10", ["--img-size", "36"]), ("vit_b16", ["--img-size", "32"]),
     ("densenet_se", ["--img-size", "32"]),
 ])
 def test_every_builtin_trains_an_epoch_through_the_cli(name, extra, fmnist_root, tmp_path):
-    result = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", name, "--epochs", "1",
+    result = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", name, "--epochs", "1",
                      "--max-per-class", "6", "--batch-size", "16", "--workers", "0", "--runs-dir", str(tmp_path),
                      "--name", "run", *extra)
     assert result.returncode == 0, result.stderr[-1500:]
@@ -64,14 +65,15 @@ def test_every_builtin_trains_an_epoch_through_the_cli(name, extra, fmnist_root,
     assert metrics["test"]["num_samples"] == 60
 
 
+@pytest.mark.slow
 def test_vit_options_from_the_command_line_and_unknown_options(fmnist_root, tmp_path):
-    result = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "vit", "--epochs", "1",
+    result = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "vit", "--epochs", "1",
                      "--max-per-class", "4", "--workers", "0", "--runs-dir", str(tmp_path), "--name", "vit7",
                      "--model-option", "patch_size=7", "--model-option", "pool=cls",
                      "--model-option", "head_hidden=[32]", "--model-option", "depth=2")
     assert result.returncode == 0, result.stderr[-1500:]
     model = imgcls.load(tmp_path / "vit7").model
     assert model.grid_size == 4 and model.pool == "cls" and len(model.blocks) == 2
-    bad = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "resnet18",
+    bad = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "resnet18",
                   "--max-per-class", "4", "--runs-dir", str(tmp_path), "--model-option", "patch_size=7")
     assert bad.returncode == 2 and "has no option 'patch_size'" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,7 +9,7 @@ from PIL import Image
 import imgcls
 from imgcls.errors import ImgclsError
 from imgcls.models.weights import map_keys, read_state_dict
-from tests.conftest import run_cli
+from tests.helpers import cli
 
 
 def test_lite0_port_maps_onto_timm_by_position(lite0_weights):
@@ -46,7 +46,7 @@ def test_zero_shot_chelsea_is_a_cat_and_coffee_is_espresso(lite0_weights, tmp_pa
 
     Image.fromarray(data.chelsea()).save(tmp_path / "chelsea.png")
     Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
-    result = run_cli("predict", "--model", "efficientnet_lite0", "--weights", lite0_weights,
+    result = cli("predict", "--model", "efficientnet_lite0", "--weights", lite0_weights,
                      str(tmp_path / "chelsea.png"), str(tmp_path / "coffee.png"), "--topk", "3", "--format", "json")
     assert result.returncode == 0, result.stderr
     chelsea, coffee = json.loads(result.stdout)
@@ -55,7 +55,7 @@ def test_zero_shot_chelsea_is_a_cat_and_coffee_is_espresso(lite0_weights, tmp_pa
 
 
 def test_predict_with_model_needs_weights(tmp_path):
-    result = run_cli("predict", "--model", "efficientnet_lite0", str(tmp_path))
+    result = cli("predict", "--model", "efficientnet_lite0", str(tmp_path))
     assert result.returncode == 2 and "--weights FILE" in result.stderr
 
 
@@ -67,12 +67,12 @@ def test_unreadable_weight_files_are_one_line(tmp_path, class_folders, content, 
     suffix = ".safetensors" if b"{" in content else ".pth"
     path = tmp_path / f"weights{suffix}"
     path.write_bytes(content)
-    result = run_cli("train", str(class_folders), "--weights", str(path), "--runs-dir", str(tmp_path / "runs"))
+    result = cli("train", str(class_folders), "--weights", str(path), "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_weights_map_flag_forces_a_mapper(tmp_path, class_folders, lite0_weights):
-    result = run_cli("train", str(class_folders), "--model", "resnet18", "--weights", lite0_weights,
+    result = cli("train", str(class_folders), "--model", "resnet18", "--weights", lite0_weights,
                      "--weights-map", "strip-prefix", "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 2 and "no tensor" in result.stderr

@@ -7,7 +7,7 @@ import imgcls
 from imgcls.errors import ImgclsError
 from imgcls.models.transfer import backbone_parameters, classifier_of, param_groups
 from imgcls.models.weights import read_state_dict
-from tests.conftest import run_cli
+from tests.helpers import cli
 
 
 def _train(fmnist_root, tmp_path, lite0_weights, **extra):
@@ -34,6 +34,7 @@ def test_param_groups_scale_the_backbone_lr():
     assert len(backbone_parameters(model)) == len(list(model.parameters())) - 2
 
 
+@pytest.mark.slow
 def test_freeze_backbone_trains_only_the_head(fmnist_root, tmp_path, lite0_weights):
     outcome = _train(fmnist_root, tmp_path, lite0_weights, epochs=2, freeze_backbone=True, name="frozen")
     model = imgcls.load(outcome.run_dir).model
@@ -41,6 +42,7 @@ def test_freeze_backbone_trains_only_the_head(fmnist_root, tmp_path, lite0_weigh
     assert torch.equal(model.blocks[2][0].conv_pw.weight, read_state_dict(lite0_weights)["_blocks.3._expand_conv.weight"])
 
 
+@pytest.mark.slow
 def test_freeze_epochs_then_the_backbone_trains(fmnist_root, tmp_path, lite0_weights):
     outcome = _train(fmnist_root, tmp_path, lite0_weights, epochs=2, freeze_epochs=1, backbone_lr_scale=0.1,
                      name="staged")
@@ -48,6 +50,7 @@ def test_freeze_epochs_then_the_backbone_trains(fmnist_root, tmp_path, lite0_wei
     assert not torch.allclose(model.conv_stem.weight, _stem(lite0_weights))
 
 
+@pytest.mark.slow
 def test_linear_probe_caches_features_and_saves_a_whole_model(fmnist_root, tmp_path, lite0_weights):
     outcome = _train(fmnist_root, tmp_path, lite0_weights, epochs=3, linear_probe=True, name="probe")
     cached = list((tmp_path / "cache" / "features").glob("*.safetensors"))
@@ -56,7 +59,7 @@ def test_linear_probe_caches_features_and_saves_a_whole_model(fmnist_root, tmp_p
     assert torch.allclose(model.conv_stem.weight, _stem(lite0_weights))
     evaluated = imgcls.evaluate(outcome.run_dir)  # the assembled backbone + head reproduces the probe's numbers
     assert evaluated["accuracy"]["value"] == pytest.approx(outcome.metrics["test"]["accuracy"]["value"], abs=1e-6)
-    again = run_cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "efficientnet_lite0",
+    again = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "efficientnet_lite0",
                     "--weights", lite0_weights, "--img-size", "32", "--max-per-class", "8", "--epochs", "1",
                     "--linear-probe", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--recipe", "none",
                     "--cache-dir", str(tmp_path / "cache"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.helpers import cli
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)
@@ -80,6 +80,7 @@ def test_a_run_writes_every_figure_and_a_self_contained_report(two_runs):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium); "
                                              ".ci/run installs it")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium_without_network_or_console_errors(two_runs, tmp_path):
     lenet, _ = two_runs
     report = lenet / "report.html"
@@ -115,48 +116,49 @@ def test_report_renders_in_headless_chromium_without_network_or_console_errors(t
     assert (pixels.sum(-1) < 600).mean() > 0.05  # a page of content, not a blank one
 
 
+@pytest.mark.slow
 def test_report_command_redraws_the_figures_and_the_page(two_runs):
     lenet, _ = two_runs
     (lenet / "plots" / "roc_val.png").unlink()
     (lenet / "report.html").unlink()
-    result = run_cli("report", str(lenet))
+    result = cli("report", str(lenet))
     assert result.returncode == 0, result.stderr
     assert (lenet / "plots" / "roc_val.png").is_file() and (lenet / "report.html").is_file()
     assert (lenet / "plots" / "mistakes_val.png").is_file()  # image figures are kept as training wrote them
-    missing = run_cli("report", str(lenet.parent / "nope"))
+    missing = cli("report", str(lenet.parent / "nope"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr and len(missing.stderr.splitlines()) == 1
 
 
 def test_compare_prints_both_runs_and_writes_a_page(two_runs, tmp_path):
     lenet, vit = two_runs
     out = tmp_path / "compare.html"
-    result = run_cli("compare", str(lenet), str(vit), "--out", str(out))
+    result = cli("compare", str(lenet), str(vit), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "lenet" in result.stdout and "vit" in result.stdout and "ROC-AUC" in result.stdout
     accuracy = json.loads((vit / "metrics.json").read_text())["test"]["accuracy"]
     assert f"{accuracy['value']:.4f} [{accuracy['ci95'][0]:.4f}, {accuracy['ci95'][1]:.4f}]" in result.stdout
     page = _parse(out)
     assert len(page.images) == 1 and "script" not in page.tags  # the overlaid validation curves
-    again = run_cli("compare", str(lenet), str(vit), "--out", str(out))  # our own page may be replaced
+    again = cli("compare", str(lenet), str(vit), "--out", str(out))  # our own page may be replaced
     assert again.returncode == 0, again.stderr
     foreign = tmp_path / "notes.html"
     foreign.write_text("<p>my notes</p>")
-    refused = run_cli("compare", str(lenet), str(vit), "--out", str(foreign))
+    refused = cli("compare", str(lenet), str(vit), "--out", str(foreign))
     assert refused.returncode == 2 and "not written by imgcls" in refused.stderr
     assert foreign.read_text() == "<p>my notes</p>"
-    alone = run_cli("compare", str(lenet))
+    alone = cli("compare", str(lenet))
     assert alone.returncode == 2 and "at least two" in alone.stderr
 
 
 def test_data_show_writes_a_sample_grid(fmnist_root, class_folders, tmp_path):
     out = tmp_path / "fmnist.png"
-    result = run_cli("data", "show", "fashion-mnist", "--data-root", str(fmnist_root), "--out", str(out),
+    result = cli("data", "show", "fashion-mnist", "--data-root", str(fmnist_root), "--out", str(out),
                      "--per-class", "4")
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         assert image.info.get("Software") == "imgcls" and image.size[1] > 800  # ten rows of four
-    folder = run_cli("data", "show", str(class_folders), "--split", "val", cwd=tmp_path)
+    folder = cli("data", "show", str(class_folders), "--split", "val", cwd=tmp_path)
     assert folder.returncode == 0, folder.stderr
     assert (tmp_path / "photos-samples.png").is_file()
-    wrong = run_cli("data", "show", str(class_folders), "--split", "test", cwd=tmp_path)
+    wrong = cli("data", "show", str(class_folders), "--split", "test", cwd=tmp_path)
     assert wrong.returncode == 2 and "no 'test' split" in wrong.stderr

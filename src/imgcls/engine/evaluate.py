@@ -11,9 +11,15 @@ def make_accelerator(precision: str, seed: int | None = None, find_unused_parame
     has `prepare` wrap the model in torch.compile (inductor).
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    # Accelerate fixes precision and compile settings once per process (a shared state); every imgcls run
+    # owns a fresh Accelerator instead, so train/evaluate/predict can follow each other in one process with
+    # any settings. The process group (PartialState) is kept, so this holds under torchrun too.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(
         cpu=cpu_only(),
         mixed_precision=mixed,
@@ -35,9 +41,10 @@ def cpu_only() -> bool:
 
 def resolve_precision(precision: str) -> str:
     """The precision for inference: as asked, or for 'auto' bf16/fp16 on GPUs and fp32 on CPUs."""
+    from imgcls.config import auto_precision_override
     from imgcls.engine.precision import choose_precision
 
-    return choose_precision(precision)[0]
+    return choose_precision(precision, pinned_auto=auto_precision_override())[0]
 
 
 def collect_logits(accelerator, model, loader, tta: bool = False):

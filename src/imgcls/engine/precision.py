@@ -18,6 +18,7 @@ from imgcls.atomic import write_json_atomic
 from imgcls.errors import ImgclsError
 
 BF16_MIN_SPEEDUP = 1.10  # bf16 must be this much faster than fp32 to be chosen by auto
+MIN_TIMED_STEP_S = 0.005  # a step shorter than this is timer noise (a linear head): auto keeps fp32
 _TIMED_STEPS = 2
 
 
@@ -39,19 +40,26 @@ def check_precision(precision: str) -> None:
     if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
         raise ImgclsError("this GPU has no bf16 support; use --precision fp16 (with a grad scaler) or fp32")
     if precision == "bf16" and not on_gpu and not cpu_supports_bf16():
-        raise ImgclsError("this CPU has no native bf16 instructions, so bf16 would be emulated and slow; "
-                          "use --precision fp32")
+        from imgcls.console import warn
+
+        warn("this CPU has no native bf16 instructions: bf16 is emulated and runs several times slower than "
+             "fp32 here (--precision fp32 or auto is faster)")
 
 
 def choose_precision(requested: str, model=None, input_shape: tuple[int, ...] | None = None,
-                     cache_file: Path | None = None, channels_last: bool = False) -> tuple[str, str]:
-    """The precision to train in, and why: (fp32|bf16|fp16, reason).
+                     cache_file: Path | None = None, channels_last: bool = False,
+                     pinned_auto: str | None = None) -> tuple[str, str]:
+    """The precision to run in, and why: (fp32|bf16|fp16, reason).
 
     `auto` on a CPU with native bf16 times `model` on random inputs of `input_shape` (batch included)
     in fp32 and in bf16 autocast, unless `cache_file` already holds the answer for this setup.
+    `pinned_auto` (from $IMGCLS_AUTO_PRECISION) makes `auto` mean that precision without measuring.
     """
     import torch
 
+    if requested == "auto" and pinned_auto is not None:
+        check_precision(pinned_auto)
+        return pinned_auto, "auto pinned by IMGCLS_AUTO_PRECISION"
     if requested != "auto":
         check_precision(requested)
         return requested, "asked for"
@@ -84,6 +92,8 @@ def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_l
             except OSError:
                 pass  # an unwritable cache only costs the measurement next time
     timing = remembered[key]
+    if timing["fp32_s"] < MIN_TIMED_STEP_S:
+        return "fp32", "a step this small is too short to gain from bf16"
     speedup = timing["fp32_s"] / max(timing["bf16_s"], 1e-9)
     if speedup >= BF16_MIN_SPEEDUP:
         return "bf16", f"bf16 measured {speedup:.2f}x faster than fp32 here"

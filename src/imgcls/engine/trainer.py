@@ -194,12 +194,14 @@ def _agreed_precision(requested: str, model, input_shape, cache_file, channels_l
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
+    from imgcls.config import auto_precision_override
     from imgcls.engine.precision import choose_precision
 
     state = PartialState()
     answer = [None]
     if state.is_main_process:
-        answer = [choose_precision(requested, model, input_shape, cache_file, channels_last)]
+        answer = [choose_precision(requested, model, input_shape, cache_file, channels_last,
+                                   auto_precision_override())]
     if state.num_processes > 1:
         broadcast_object_list(answer)
     return answer[0]

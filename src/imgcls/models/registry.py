@@ -36,18 +36,26 @@ def _load_builtin_modules() -> None:
     import imgcls.models.vit  # noqa: F401
 
 
+def name_pattern(pattern: str | None) -> str:
+    """A shell-style pattern; a bare word (no * ? [) matches anywhere in the name: 'vit' -> '*vit*'."""
+    if not pattern:
+        return ""
+    return pattern if any(char in pattern for char in "*?[") else f"*{pattern}*"
+
+
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
-    """Built-in and timm model names matching a shell-style `pattern`."""
+    """Built-in and timm model names matching `pattern` (shell-style, or a word found anywhere in the name)."""
     import fnmatch
 
     import timm
 
+    pattern = name_pattern(pattern)
     names = builtin_names()
     if pattern:
         names = [name for name in names if fnmatch.fnmatch(name, pattern)]
     if pretrained:
         names = []
-    return names + timm.list_models(pattern or "", pretrained=pretrained)
+    return names + timm.list_models(pattern, pretrained=pretrained)
 
 
 def _unknown_model(name: str) -> ImgclsError:

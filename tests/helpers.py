@@ -1,0 +1,78 @@
+"""Helpers the tests import (fixtures live in conftest.py, which only pytest imports)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST_SYSTEM_COPY = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    return getattr(data, name)()
+
+
+def make_class_folders(root: Path, per_class: int = 24, size: int = 48, seed: int = 0) -> Path:
+    """Three classes of real photo crops (scikit-image's chelsea, coffee, rocket) in mixed formats."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    extensions = ["png", "jpg", "JPEG", "webp", "bmp"]
+    for class_name, photo_name in (("cat", "chelsea"), ("coffee", "coffee"), ("rocket", "rocket")):
+        photo = _photo(photo_name)
+        height, width = photo.shape[:2]
+        (root / class_name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            side = int(rng.integers(min(height, width) // 2, min(height, width)))
+            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+            crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size))
+            crop.save(root / class_name / f"{index}.{extensions[index % len(extensions)]}")
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m imgcls ARGS` the way a user runs it, capturing output."""
+    env = dict(os.environ, COLUMNS="160")
+    return subprocess.run([sys.executable, "-m", "imgcls", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`imgcls ARGS` in this process (the same `main` the console script calls), capturing stdout and stderr.
+
+    Much cheaper than `run_cli` (no new interpreter importing torch); tests that need a real process (signals,
+    torchrun, pipes, start-up imports) use `run_cli`.
+    """
+    import contextlib
+    import io
+
+    from imgcls.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's usage errors and --help
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["imgcls", *args], code, out.getvalue(), err.getvalue())
+
+
+def user_error(result: subprocess.CompletedProcess) -> str:
+    """The one stderr line of a user mistake (non-zero exit, no traceback)."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
