@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import imgcls
-from imgcls.bootstrap import bootstrap_intervals
+from imgcls.metrics.bootstrap import bootstrap_intervals
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import replace_section  # noqa: E402

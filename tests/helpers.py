@@ -76,3 +76,20 @@ def user_error(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def plan_for(class_names=("a", "b", "c"), img_size: int = 28, channels: int = 1, splits=("train", "val"),
+             source: str = "data", **settings):
+    """A TrainPlan made the way `imgcls train` makes one, for data of these classes and `settings` (flat
+    config keys such as epochs=5, scheduler="step")."""
+    from types import SimpleNamespace
+
+    from imgcls.config import build_config, flat_to_sections
+    from imgcls.models.defaults import ModelDefaults
+    from imgcls.plan import make_plan
+
+    world_size = settings.pop("world_size", 1)
+    config = build_config(overrides=flat_to_sections({"source": source, **settings}))
+    data = SimpleNamespace(source=source, class_names=list(class_names), img_size=img_size, channels=channels,
+                           hflip_ok=True, splits=dict.fromkeys(splits))
+    return make_plan(config, data, ModelDefaults(), ("fp32", "asked for"), False, world_size)

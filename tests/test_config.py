@@ -32,7 +32,7 @@ def test_unknown_yaml_key_suggests_the_right_one(tmp_path):
 
 
 def test_recipe_then_yaml_then_flags(tmp_path):
-    from imgcls.config import list_recipes
+    from imgcls.recipes import list_recipes
 
     assert "fashion-mnist" in list_recipes() and list_recipes()["fashion-mnist"]["description"]
     config = build_config(overrides={"data": {"source": "fashion-mnist"}, "train": {"epochs": 2}},

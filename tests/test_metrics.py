@@ -124,7 +124,7 @@ def test_two_class_set_follows_the_positive_class(positive):
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_bootstrap_intervals_equal_a_naive_scikit_learn_bootstrap(num_classes):
-    from imgcls.bootstrap import bootstrap_intervals
+    from imgcls.metrics.bootstrap import bootstrap_intervals
 
     logits, targets = _predictions(num_classes, n=150, seed=7)
     probs = logits.softmax(1)
@@ -152,7 +152,7 @@ def test_intervals_cover_the_true_value_at_the_stated_rate():
     """200 simulated studies of 200 cases: the 95% intervals must cover the truth in >= 90% of them."""
     from scipy.stats import norm
 
-    from imgcls.bootstrap import bootstrap_intervals
+    from imgcls.metrics.bootstrap import bootstrap_intervals
 
     generator = torch.Generator().manual_seed(0)
     true_accuracy, true_auc = 0.8, float(norm.cdf(1 / np.sqrt(2)))

@@ -5,17 +5,29 @@ The public API is imported lazily so that `import imgcls` (and `imgcls --help`) 
 
 from imgcls.errors import ImgclsError
 
-__version__ = "0.1.0"
-__all__ = ["ImgclsError", "create_model", "evaluate", "list_models", "load", "predict", "register", "train"]
+__version__ = "0.1.0"  # the one definition (pyproject.toml reads it)
+
+_WORKFLOWS = ("train", "evaluate", "predict", "load", "load_pretrained", "compare", "report", "show_data",
+              "summary", "recipes", "TrainOutcome", "LoadedModel")
+_MODELS = ("create_model", "register")
+__all__ = ["ImgclsError", "RunFolder", "TrainPlan", "list_models", *_WORKFLOWS, *_MODELS]
 
 
 def __getattr__(name: str):
-    if name in ("train", "evaluate", "predict", "load"):
-        from imgcls import api
+    if name in _WORKFLOWS or name == "list_models":
+        from imgcls import workflows
 
-        return getattr(api, name)
-    if name in ("create_model", "list_models", "register"):
+        return getattr(workflows, name)
+    if name in _MODELS:
         from imgcls import models
 
         return getattr(models, name)
+    if name == "RunFolder":
+        from imgcls.run_files import RunFolder
+
+        return RunFolder
+    if name == "TrainPlan":
+        from imgcls.plan import TrainPlan
+
+        return TrainPlan
     raise AttributeError(f"module 'imgcls' has no attribute '{name}'")

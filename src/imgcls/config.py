@@ -54,7 +54,7 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"
-    lr: float | None = None  # None: 1e-3 for Adam(W), 0.1 for SGD; scaled by batch_size / 256 for SGD
+    lr: float | None = None  # None: 1e-3 for Adam(W), 0.1 x global batch / 256 for SGD (imgcls.plan decides)
     weight_decay: float | None = None  # None: 0.05 for AdamW, 0 for Adam, 5e-4 for SGD
     momentum: float = 0.9
     scheduler: str = "cosine"
@@ -91,22 +91,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, as written to config.yaml."""
         return dataclasses.asdict(self)
-
-
-def resolved_lr(optim: OptimConfig, batch_size: int) -> float:
-    """The learning rate actually used when none was given."""
-    if optim.lr is not None:
-        return optim.lr
-    if optim.optimizer == "sgd":
-        return 0.1 * batch_size / 256
-    return 1e-3
-
-
-def resolved_weight_decay(optim: OptimConfig) -> float:
-    """The weight decay actually used when none was given."""
-    if optim.weight_decay is not None:
-        return optim.weight_decay
-    return {"adamw": 0.05, "adam": 0.0, "sgd": 5e-4}[optim.optimizer]
 
 
 def _section_fields(section: Any) -> dict[str, dataclasses.Field]:
@@ -180,44 +164,11 @@ def load_yaml(path: str | Path, keep_docs: bool = False) -> dict[str, Any]:
         raise ImgclsError(f"config file {path} is not valid YAML ({first_line}); fix the syntax") from None
     if not isinstance(values, dict):
         raise ImgclsError(f"config file {path} must hold a mapping with sections data/model/optim/train")
-    return values if keep_docs else {key: value for key, value in values.items() if key not in RECIPE_KEYS}
+    if keep_docs:
+        return values
+    from imgcls.recipes import RECIPE_KEYS
 
-
-RECIPE_KEYS = ("description", "expected")  # documentation keys of a recipe file, not config sections
-
-
-def recipe_dir() -> Path:
-    """The recipes shipped in the package: one YAML file each, named <recipe>.yaml."""
-    return Path(__file__).parent / "recipes"
-
-
-def list_recipes() -> dict[str, dict[str, Any]]:
-    """{name: {"file", "description", "expected"}} of every shipped recipe."""
-    found = {}
-    for path in sorted(recipe_dir().glob("*.yaml")):
-        values = load_yaml(path, keep_docs=True)
-        found[path.stem] = {"file": str(path), "description": str(values.get("description", "")).strip(),
-                            "expected": str(values.get("expected", "")).strip()}
-    return found
-
-
-def recipe_values(name: str) -> dict[str, Any]:
-    """The config sections of recipe `name`, or a one-line error listing the recipes there are."""
-    path = recipe_dir() / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(list_recipes())
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known recipes: {', '.join(names)}"
-        raise ImgclsError(f"unknown recipe '{name}'; {hint} (list them with 'imgcls recipes')")
-    return load_yaml(path)
-
-
-DEFAULT_RECIPES = {"fashion-mnist": "fashion-mnist"}  # dataset -> recipe used when neither --recipe nor --config
-
-
-def default_recipe(source: str | None) -> str | None:
-    """The recipe `imgcls train DATA` uses when no --recipe or --config is given (built-ins that have one)."""
-    return DEFAULT_RECIPES.get((source or "").strip().lower())
+    return {key: value for key, value in values.items() if key not in RECIPE_KEYS}
 
 
 def build_config(yaml_path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
@@ -228,6 +179,8 @@ def build_config(yaml_path: str | Path | None = None, overrides: dict[str, dict[
     """
     config = Config()
     if recipe is not None:
+        from imgcls.recipes import recipe_values
+
         apply_overrides(config, recipe_values(recipe), f"recipe {recipe}")
     recipe_model = config.model.name
     later = [load_yaml(yaml_path)] if yaml_path is not None else []
@@ -319,6 +272,11 @@ def flat_to_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         section, field_name = owners[key]
         sections.setdefault(section, {})[field_name] = value
     return sections
+
+
+def data_root_of(data: DataConfig) -> Path:
+    """Where built-in datasets are looked for: --data-root, else <cache folder>/datasets."""
+    return Path(data.data_root).expanduser() if data.data_root else default_data_root()
 
 
 def cache_dir_of(data: DataConfig) -> Path:

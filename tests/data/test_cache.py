@@ -21,7 +21,7 @@ from imgcls.errors import ImgclsError
 
 def _bundle(folder: Path, cache: str, cache_dir: Path, **extra):
     config = DataConfig(source=str(folder), img_size=32, cache=cache, cache_dir=str(cache_dir), workers=1, **extra)
-    return build_dataset(config, seed=0, data_root=cache_dir)
+    return build_dataset(config, seed=0, img_size=32)
 
 
 @pytest.fixture
@@ -70,8 +70,7 @@ def test_disk_cache_is_reused_and_redone_when_a_file_changes(photos, tmp_path, m
 
 def test_another_resolution_is_another_cache(photos, tmp_path):
     cache_dir = tmp_path / "cache"
-    small = build_dataset(DataConfig(source=str(photos), img_size=16, cache="disk", cache_dir=str(cache_dir)), 0,
-                          cache_dir)
+    small = build_dataset(DataConfig(source=str(photos), cache="disk", cache_dir=str(cache_dir)), 0, 16)
     large = _bundle(photos, "disk", cache_dir)
     assert small.splits["train"].images.file != large.splits["train"].images.file
     assert small.splits["train"].images.shape[-1] == 16 and large.splits["train"].images.shape[-1] == 32
@@ -135,8 +134,8 @@ def test_auto_picks_ram_when_it_fits_else_disk(tmp_path, monkeypatch):
 
 def test_ram_cache_under_several_processes_goes_through_one_decode(photos, tmp_path):
     config = DataConfig(source=str(photos), img_size=32, cache="ram", cache_dir=str(tmp_path / "cache"), workers=1)
-    shared = build_dataset(config, 0, tmp_path, processes=2)
-    alone = build_dataset(config, 0, tmp_path)
+    shared = build_dataset(config, 0, 32, processes=2)
+    alone = build_dataset(config, 0, 32)
     assert shared.cache == "ram" and isinstance(shared.splits["train"].images, torch.Tensor)
     assert list((tmp_path / "cache" / "decoded").glob("*.u8"))
     assert torch.equal(shared.splits["train"].images, alone.splits["train"].images)

@@ -10,8 +10,8 @@ from imgcls.errors import ImgclsError
 
 
 def _build(source, **kwargs):
-    config = DataConfig(source=str(source), img_size=kwargs.pop("img_size", 16), **kwargs)
-    return build_dataset(config, seed=0, data_root=kwargs.get("data_root", source))
+    size = kwargs.pop("img_size", 16)
+    return build_dataset(DataConfig(source=str(source), img_size=size, **kwargs), seed=0, img_size=size)
 
 
 def test_class_folders_are_split_stratified(class_folders):
@@ -87,8 +87,8 @@ def test_bad_folders_have_clear_errors(tmp_path, case, message):
 
 
 def test_fashion_mnist_from_the_system_copy(fmnist_root):
-    config = DataConfig(source="fashion-mnist", max_per_class=50)
-    bundle = build_dataset(config, seed=0, data_root=fmnist_root)
+    config = DataConfig(source="fashion-mnist", max_per_class=50, data_root=str(fmnist_root))
+    bundle = build_dataset(config, seed=0, img_size=28)
     assert bundle.class_names[0] == "T-shirt/top" and len(bundle.class_names) == 10
     assert bundle.channels == 1 and bundle.img_size == 28
     assert set(bundle.splits) == {"train", "val", "test"}
@@ -97,8 +97,8 @@ def test_fashion_mnist_from_the_system_copy(fmnist_root):
 
 
 def test_builtin_grayscale_to_rgb_and_resize(fmnist_root):
-    config = DataConfig(source="fashion-mnist", max_per_class=5, channels=3, img_size=32)
-    bundle = build_dataset(config, seed=0, data_root=fmnist_root)
+    config = DataConfig(source="fashion-mnist", max_per_class=5, channels=3, data_root=str(fmnist_root))
+    bundle = build_dataset(config, seed=0, img_size=32)
     images = bundle.splits["train"].images
     assert images.shape[1:] == (3, 32, 32)
     assert (images[:, 0] == images[:, 1]).all()
@@ -112,5 +112,5 @@ def test_missing_builtin_offline_says_where_it_looked(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_network)
     with pytest.raises(ImgclsError) as error:
-        build_dataset(DataConfig(source="mnist"), seed=0, data_root=tmp_path)
+        build_dataset(DataConfig(source="mnist", data_root=str(tmp_path)), seed=0, img_size=28)
     assert str(tmp_path) in str(error.value) and "downloading it failed" in str(error.value)

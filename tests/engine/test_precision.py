@@ -28,11 +28,11 @@ def test_auto_on_a_cpu_times_both_and_remembers(tmp_path, monkeypatch):
     timings = {False: 0.30, True: 0.10}  # bf16 three times faster
     calls = []
 
-    def fake_step_seconds(model, shape, bf16, channels_last):
+    def fakestep_seconds(model, shape, bf16, channels_last):
         calls.append(bf16)
         return timings[bf16]
 
-    monkeypatch.setattr(precision_module, "_step_seconds", fake_step_seconds)
+    monkeypatch.setattr(precision_module, "step_seconds", fakestep_seconds)
     model = imgcls.create_model("fastcnn", num_classes=10, in_chans=1)
     cache = tmp_path / "precision.json"
     chosen, reason = choose_precision("auto", model, (8, 1, 28, 28), cache)
@@ -67,7 +67,8 @@ def test_channels_last_only_for_convolutional_models():
 
 
 def test_tta_averages_the_probabilities_of_each_image_and_its_mirror():
-    from imgcls.engine.evaluate import collect_logits, make_accelerator
+    from imgcls.engine.accelerator import make_accelerator
+    from imgcls.engine.inference import collect_logits
 
     torch.manual_seed(0)
     model = imgcls.create_model("fastcnn", num_classes=4, in_chans=3, widths=[8, 16]).eval()
@@ -122,6 +123,6 @@ def test_one_process_trains_evaluates_and_predicts_with_any_mix_of_precisions(fm
 
 def test_auto_keeps_fp32_when_a_step_is_too_short_to_time(tmp_path, monkeypatch):
     monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda: True)
-    monkeypatch.setattr(precision_module, "_step_seconds", lambda model, shape, bf16, cl: 0.0004 if bf16 else 0.001)
+    monkeypatch.setattr(precision_module, "step_seconds", lambda model, shape, bf16, cl: 0.0004 if bf16 else 0.001)
     head = torch.nn.Linear(16, 3)
     assert choose_precision("auto", head, (32, 16), tmp_path / "p.json")[0] == "fp32"

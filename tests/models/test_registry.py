@@ -37,7 +37,7 @@ def test_registering_a_model_is_one_decorated_function():
     def tiny(num_classes, in_chans, img_size=None):
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
 
-    assert "test_tiny_net" in imgcls.list_models("test_*")
+    assert ("test_tiny_net", "built-in") in imgcls.list_models("test_*")
     model = imgcls.create_model("test_tiny_net", num_classes=4)
     assert model(torch.zeros(1, 3, 4, 4)).shape == (1, 4)
 

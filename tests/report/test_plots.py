@@ -7,8 +7,8 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from imgcls.metrics import compute_metrics
-from imgcls.report.plots import _one_vs_rest, reliability_bins, write_metric_plots
-from imgcls.report.split_predictions import SplitPredictions, load_split_predictions, save_split_predictions
+from imgcls.report.plots import one_vs_rest_curves, reliability_bins, write_metric_plots
+from imgcls.run_files import RunFolder, SplitPredictions, load_split_predictions, save_split_predictions
 
 
 def _predictions(num_classes: int, size: int = 600, seed: int = 0) -> SplitPredictions:
@@ -27,8 +27,8 @@ def test_curve_areas_and_points_match_scikit_learn(num_classes):
     names = [f"c{i}" for i in range(num_classes)]
     metrics = compute_metrics(torch.log(torch.from_numpy(predictions.probs)), torch.from_numpy(predictions.labels),
                               names, resamples=0)
-    roc = _one_vs_rest(predictions, names, metrics, "roc")
-    pr = _one_vs_rest(predictions, names, metrics, "pr")
+    roc = one_vs_rest_curves(predictions, names, metrics, "roc")
+    pr = one_vs_rest_curves(predictions, names, metrics, "pr")
     classes = [1] if num_classes == 2 else range(num_classes)
     assert [name for name, *_ in roc] == [names[i] for i in classes]
     grid = np.linspace(0, 1, 101)
@@ -61,7 +61,7 @@ def test_metric_plots_are_written_for_every_split(tmp_path, num_classes):
     predictions = {"val": _predictions(num_classes, seed=1), "test": _predictions(num_classes, seed=2)}
     metrics = {split: compute_metrics(torch.log(torch.from_numpy(p.probs)), torch.from_numpy(p.labels), names,
                                       resamples=0) for split, p in predictions.items()}
-    written = write_metric_plots(tmp_path, metrics, names, predictions)
+    written = write_metric_plots(RunFolder(tmp_path), metrics, names, predictions)
     expected = {f"{kind}_{split}.png" for kind in ("confusion", "roc", "pr", "reliability") for split in metrics}
     assert expected <= {path.name for path in written}
     for path in written:
@@ -73,12 +73,13 @@ def test_predictions_round_trip_and_mistakes_are_most_confident_first(tmp_path):
     import csv
 
     predictions = _predictions(3, size=300)
-    save_split_predictions(tmp_path, "val", predictions, ["a", "b", "c"])
-    loaded = load_split_predictions(tmp_path)["val"]
+    folder = RunFolder(tmp_path)
+    save_split_predictions(folder, "val", predictions, ["a", "b", "c"])
+    loaded = load_split_predictions(folder)["val"]
     np.testing.assert_array_equal(loaded.probs, predictions.probs)
     np.testing.assert_array_equal(loaded.labels, predictions.labels)
     assert loaded.paths == predictions.paths
-    rows = list(csv.DictReader((tmp_path / "predictions" / "val_mistakes.csv").open()))
+    rows = list(csv.DictReader(folder.mistakes_file("val").open()))
     assert len(rows) == int((predictions.predicted != predictions.labels).sum())
     confidences = [float(row["probability"]) for row in rows]
     assert confidences == sorted(confidences, reverse=True)

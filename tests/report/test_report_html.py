@@ -74,8 +74,10 @@ def test_a_run_writes_every_figure_and_a_self_contained_report(two_runs):
     metrics = json.loads((lenet / "metrics.json").read_text())
     low, high = metrics["test"]["accuracy"]["ci95"]
     assert f"{metrics['test']['accuracy']['value']:.4f}" in text and f"[{low:.4f}, {high:.4f}]" in text
-    for expected in ("Ankle boot", "lenet", "59,086", "resolved config", "sensitivity (recall)", "cores"):
+    for expected in ("Ankle boot", "lenet", "59,086", "sensitivity (recall)", "cores", "config.yaml of this run",
+                     "global_batch_size", "the adamw default, not scaled by the batch size"):
         assert expected.lower() in text.lower(), expected
+    assert "<td>img_size</td><td>32 (asked for)</td>" in text  # the plan, with why each value was chosen
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium); "

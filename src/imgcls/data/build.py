@@ -9,16 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.config import DataConfig, cache_dir_of
+from imgcls.config import DataConfig, cache_dir_of, data_root_of
 from imgcls.data.builtin import BUILTINS, builtin_name, load_builtin
-from imgcls.data.cache import (DECODE_ERRORS, MappedImages, LazyImages, choose_cache, decoded_bytes, describe_error,
-                               disk_cache, select_images)
+from imgcls.data.cache import LazyImages, MappedImages, choose_cache, decoded_bytes, disk_cache, select_images
 from imgcls.data.folders import FileSplit, scan_folder
-from imgcls.data.images import GRAYSCALE_MODES, decode_image, read_mode
+from imgcls.data.images import DECODE_ERRORS, GRAYSCALE_MODES, decode_image, read_mode
 from imgcls.data.split import cap_per_class, stratified_split
-from imgcls.errors import ImgclsError
-
-DEFAULT_FOLDER_IMG_SIZE = 224
+from imgcls.errors import ImgclsError, describe
 
 
 @dataclass
@@ -52,27 +49,29 @@ class DataBundle:
 def build_dataset(
     config: DataConfig,
     seed: int,
-    data_root: Path,
+    img_size: int,
     class_names: list[str] | None = None,
     channels: int | None = None,
-    img_size: int | None = None,
+    interpolation: str = "bilinear",
     whole: bool = False,
     processes: int = 1,
 ) -> DataBundle:
-    """Resolve `config.source`, split it (seeded, stratified) and decode every image once (`config.cache`).
+    """Resolve `config.source`, split it (seeded, stratified) and decode every image once (`config.cache`),
+    resized to `img_size` with `interpolation`.
 
-    `class_names`, `channels` and `img_size` pin the output to a trained model's; `whole` keeps a
-    class-per-folder dataset as one split named "all" (evaluating a model on new data). With several
-    `processes` (DDP), RAM caching goes through the disk cache so that only one process decodes.
+    `class_names` and `channels` pin the output to a trained model's (channels None: 1 when every image is
+    grayscale, else 3); `whole` keeps a class-per-folder dataset as one split named "all" (evaluating a
+    model on new data). With several `processes` (DDP), RAM caching goes through the disk cache so that
+    only one process decodes.
     """
     channels = channels or config.channels
-    img_size = img_size or config.img_size
     source_path = Path(config.source).expanduser()
     name = None if source_path.exists() else builtin_name(config.source)
     if name is not None:
-        bundle = _build_builtin(name, config, seed, data_root, channels, img_size)
+        bundle = _build_builtin(name, config, seed, data_root_of(config), channels, img_size, interpolation)
     else:
-        bundle = _build_folder(source_path, config, seed, channels, img_size, whole, cache_dir_of(config), processes)
+        bundle = _build_folder(source_path, config, seed, channels, (img_size, interpolation), whole,
+                               cache_dir_of(config), processes)
     if class_names is not None:
         _relabel(bundle, class_names)
     if config.max_per_class is not None:
@@ -105,12 +104,12 @@ def _relabel(bundle: DataBundle, class_names: list[str]) -> None:
     bundle.class_names = list(class_names)
 
 
-def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, channels, img_size) -> DataBundle:
+def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, channels, img_size: int,
+                   interpolation: str) -> DataBundle:
     import torch
 
     spec = BUILTINS[name]
     channels = channels or spec.channels
-    img_size = img_size or spec.size
     warnings = []
     train_images, train_labels, class_names = load_builtin(name, data_root, train=True)
     test_images, test_labels, _ = load_builtin(name, data_root, train=False)
@@ -121,7 +120,7 @@ def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, ch
     train_index, val_index = stratified_split(train_labels, [config.val_split], seed)
 
     def to_split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:
-        tensor = _adapt(torch.from_numpy(images), channels, img_size)
+        tensor = _adapt(torch.from_numpy(images), channels, img_size, interpolation)
         return ImageSplit(tensor, torch.from_numpy(labels))
 
     splits = {"train": to_split(train_images[train_index], train_labels[train_index])}
@@ -131,7 +130,7 @@ def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, ch
     return DataBundle(name, class_names, channels, img_size, spec.hflip_ok, splits, warnings=warnings)
 
 
-def _adapt(images, channels: int, img_size: int):
+def _adapt(images, channels: int, img_size: int, interpolation: str = "bilinear"):
     """Change the channel count (gray<->RGB) and resolution of a uint8 image batch."""
     import torch
     import torch.nn.functional as F
@@ -143,13 +142,13 @@ def _adapt(images, channels: int, img_size: int):
             weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
     if images.shape[-1] != img_size or images.shape[-2] != img_size:
-        resized = F.interpolate(images.float(), size=(img_size, img_size), mode="bilinear", antialias=True)
+        resized = F.interpolate(images.float(), size=(img_size, img_size), mode=interpolation, antialias=True)
         images = resized.round().clamp(0, 255).to(torch.uint8)
     return images.contiguous()
 
 
-def _build_folder(folder: Path, config: DataConfig, seed: int, channels, img_size, whole: bool, cache_dir: Path,
-                  processes: int) -> DataBundle:
+def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize: tuple[int, str], whole: bool,
+                  cache_dir: Path, processes: int) -> DataBundle:
     scan = scan_folder(folder)
     splits: dict[str, FileSplit] = {}
     if "all" in scan.splits and not whole:
@@ -176,18 +175,18 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, img_siz
     skipped: list[tuple[str, str]] = []
     if channels is None:
         channels = _detect_channels(splits, workers, skipped)
-    img_size = img_size or DEFAULT_FOLDER_IMG_SIZE
+    img_size, interpolation = resize
     splits = _without(splits, {path for path, _ in skipped})
     files = sorted({str(path) for split in splits.values() for path in split.paths})
     mode = choose_cache(config.cache, len(files), channels, img_size, cache_dir)
     if mode == "none":
-        decoded = {name: ImageSplit(LazyImages(split.paths, img_size, channels),
+        decoded = {name: ImageSplit(LazyImages(split.paths, img_size, channels, interpolation),
                                     _long(split.labels), [str(path) for path in split.paths])
                    for name, split in splits.items()}
     elif mode == "ram" and processes == 1:
-        decoded = {name: _decode_split(split, img_size, channels, workers, skipped) for name, split in splits.items()}
+        decoded = {name: _decode_split(split, resize, channels, workers, skipped) for name, split in splits.items()}
     else:  # disk, or RAM shared by several processes: one process decodes into the cache, all map it
-        decoded = _from_disk_cache(files, splits, img_size, channels, cache_dir, workers, skipped, in_ram=mode == "ram")
+        decoded = _from_disk_cache(files, splits, resize, channels, cache_dir, workers, skipped, in_ram=mode == "ram")
     return DataBundle(str(folder), scan.class_names, channels, img_size, True, decoded, skipped, scan.warnings,
                       cache=mode)
 
@@ -208,18 +207,20 @@ def _without(splits: dict[str, FileSplit], bad: set[str]) -> dict[str, FileSplit
     return kept
 
 
-def _from_disk_cache(files: list[str], splits: dict[str, FileSplit], img_size: int, channels: int, cache_dir: Path,
-                     workers: int, skipped: list, in_ram: bool) -> dict[str, ImageSplit]:
+def _from_disk_cache(files: list[str], splits: dict[str, FileSplit], resize: tuple[int, str], channels: int,
+                     cache_dir: Path, workers: int, skipped: list, in_ram: bool) -> dict[str, ImageSplit]:
     from imgcls.console import info
+
+    img_size, interpolation = resize
 
     def decode_all(target) -> list[tuple[str, str]]:
         size_mib = decoded_bytes(len(files), channels, img_size) / 2**20
         info(f"decoding {len(files)} images once into the disk cache ({size_mib:.0f} MiB in {cache_dir / 'decoded'})")
         failed: list[tuple[str, str]] = []
-        _decode_files([Path(f) for f in files], target, workers, failed)
+        _decode_files([Path(f) for f in files], target, workers, failed, interpolation)
         return failed
 
-    data_file, meta = disk_cache([Path(f) for f in files], img_size, channels, cache_dir, decode_all)
+    data_file, meta = disk_cache([Path(f) for f in files], img_size, channels, cache_dir, decode_all, interpolation)
     bad = {path for path, _ in meta["skipped"]}
     skipped.extend((path, reason) for path, reason in meta["skipped"])
     row_of = {path: row for row, path in enumerate(files)}
@@ -241,7 +242,7 @@ def _detect_channels(splits: dict[str, FileSplit], workers: int, skipped: list[t
         try:
             return read_mode(path)
         except DECODE_ERRORS as error:
-            skipped.append((str(path), describe_error(error)))
+            skipped.append((str(path), describe(error)))
             return None
 
     with ThreadPoolExecutor(workers) as pool:
@@ -249,7 +250,7 @@ def _detect_channels(splits: dict[str, FileSplit], workers: int, skipped: list[t
     return 1 if modes and modes <= GRAYSCALE_MODES else 3
 
 
-def _decode_files(paths: list[Path], target, workers: int, skipped: list) -> np.ndarray:
+def _decode_files(paths: list[Path], target, workers: int, skipped: list, interpolation: str = "bilinear"):
     """Decode `paths` into the rows of `target` ((N, C, S, S) uint8) with a thread pool; returns the
     mask of rows decoded, and records the files that could not be."""
     import torch
@@ -261,10 +262,10 @@ def _decode_files(paths: list[Path], target, workers: int, skipped: list) -> np.
 
     def decode_into(index: int) -> None:
         try:
-            target[index] = torch.from_numpy(decode_image(paths[index], size, channels))
+            target[index] = torch.from_numpy(decode_image(paths[index], size, channels, interpolation))
             ok[index] = True
         except DECODE_ERRORS as error:
-            skipped.append((str(paths[index]), describe_error(error)))
+            skipped.append((str(paths[index]), describe(error)))
 
     console = get_console()
     with ThreadPoolExecutor(workers) as pool:
@@ -278,12 +279,13 @@ def _decode_files(paths: list[Path], target, workers: int, skipped: list) -> np.
     return ok
 
 
-def _decode_split(split: FileSplit, img_size: int, channels: int, workers: int, skipped) -> ImageSplit:
+def _decode_split(split: FileSplit, resize: tuple[int, str], channels: int, workers: int, skipped) -> ImageSplit:
     """Decode every file once into one uint8 tensor in RAM; unreadable files are skipped and recorded."""
     import torch
 
+    img_size, interpolation = resize
     images = torch.empty((len(split.paths), channels, img_size, img_size), dtype=torch.uint8)
-    ok = _decode_files(split.paths, images, workers, skipped)
+    ok = _decode_files(split.paths, images, workers, skipped, interpolation)
     keep = np.flatnonzero(ok)
     return ImageSplit(
         images[torch.as_tensor(keep, dtype=torch.long)].contiguous() if len(keep) < len(ok) else images,

@@ -48,6 +48,12 @@ def builtin_name(source: str) -> str | None:
     return key if key in BUILTINS else None
 
 
+def native_image_size(source: str) -> int | None:
+    """The side of a built-in dataset's images (28 for MNIST, 32 for CIFAR); None for a folder."""
+    name = None if Path(source).expanduser().exists() else builtin_name(source)
+    return BUILTINS[name].size if name is not None else None
+
+
 def _copy_system_files(spec: BuiltinSpec, raw_dir: Path) -> None:
     """Gunzip a distribution package's copy (read-only) into torchvision's raw folder."""
     if spec.system_copy is None or not Path(spec.system_copy).is_dir():

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from imgcls.atomic import write_json_atomic
-from imgcls.errors import ImgclsError
+from imgcls.data.images import DECODE_ERRORS
+from imgcls.errors import ImgclsError, describe
 
-CACHE_MODES = ("auto", "ram", "disk", "none")
 DECODER_VERSION = 1  # bump when decode_image changes its output: old disk caches stop matching
 RAM_FRACTION = 0.25  # auto keeps decoded images in RAM up to this share of the available memory
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)
 
 
 def decoded_bytes(count: int, channels: int, img_size: int) -> int:
@@ -64,15 +63,11 @@ def choose_cache(mode: str, count: int, channels: int, img_size: int, cache_dir:
     return "none"
 
 
-def describe_error(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def dataset_key(paths: list[Path], img_size: int, channels: int) -> str:
-    """Identifies decoded images: every file's resolved path, size and mtime, the resolution, channels and
-    decoder version."""
-    digest = hashlib.sha256(json.dumps([DECODER_VERSION, img_size, channels, len(paths)]).encode())
+def dataset_key(paths: list[Path], img_size: int, channels: int, interpolation: str = "bilinear") -> str:
+    """Identifies decoded images: every file's resolved path, size and mtime, the resolution, channels,
+    resampling and decoder version."""
+    parts = [DECODER_VERSION, img_size, channels, len(paths)] + ([interpolation] if interpolation != "bilinear" else [])
+    digest = hashlib.sha256(json.dumps(parts).encode())
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -133,8 +128,9 @@ class MappedImages:
 class LazyImages:
     """Files decoded on every access (`--cache none`): no memory or disk use, decoding cost every epoch."""
 
-    def __init__(self, paths: list[Path], img_size: int, channels: int):
+    def __init__(self, paths: list[Path], img_size: int, channels: int, interpolation: str = "bilinear"):
         self.paths, self.img_size, self.channels = list(paths), img_size, channels
+        self.interpolation = interpolation
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -147,9 +143,9 @@ class LazyImages:
         from imgcls.data.images import decode_image
 
         try:
-            return decode_image(path, self.img_size, self.channels)
+            return decode_image(path, self.img_size, self.channels, self.interpolation)
         except DECODE_ERRORS as error:
-            raise ImgclsError(f"cannot decode {path} ({describe_error(error)}) while reading it with --cache none; "
+            raise ImgclsError(f"cannot decode {path} ({describe(error)}) while reading it with --cache none; "
                               f"fix or remove the file, or use --cache ram or disk, which skip unreadable files") \
                 from None
 
@@ -163,10 +159,11 @@ class LazyImages:
         return torch.from_numpy(np.stack([self._decode(self.paths[int(i)]) for i in chosen]))
 
     def select(self, indices) -> "LazyImages":
-        return LazyImages([self.paths[int(i)] for i in _as_rows(indices)], self.img_size, self.channels)
+        return LazyImages([self.paths[int(i)] for i in _as_rows(indices)], self.img_size, self.channels,
+                          self.interpolation)
 
     def fingerprint(self) -> bytes:
-        return dataset_key(self.paths, self.img_size, self.channels).encode()
+        return dataset_key(self.paths, self.img_size, self.channels, self.interpolation).encode()
 
 
 def select_images(images, indices):
@@ -187,7 +184,8 @@ def images_fingerprint(images) -> bytes:
     return images.fingerprint()
 
 
-def disk_cache(paths: list[Path], img_size: int, channels: int, cache_dir: Path, decode_all) -> tuple[Path, dict]:
+def disk_cache(paths: list[Path], img_size: int, channels: int, cache_dir: Path, decode_all,
+               interpolation: str = "bilinear") -> tuple[Path, dict]:
     """The memory-mapped file of `paths` decoded at `img_size`, built once by whichever process gets the lock.
 
     `decode_all(target_tensor) -> list[(path, reason)]` fills an (N, C, S, S) uint8 tensor and returns the
@@ -199,9 +197,9 @@ def disk_cache(paths: list[Path], img_size: int, channels: int, cache_dir: Path,
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ImgclsError(f"cannot create the image cache folder {folder} ({describe_error(error)}); "
+        raise ImgclsError(f"cannot create the image cache folder {folder} ({describe(error)}); "
                           f"pass a writable --cache-dir or use --cache ram") from None
-    key = dataset_key(paths, img_size, channels)
+    key = dataset_key(paths, img_size, channels, interpolation)
     data_file, meta_file = folder / f"{key}.u8", folder / f"{key}.json"
     shape = (len(paths), channels, img_size, img_size)
     with open(folder / f"{key}.lock", "w") as lock:
@@ -218,7 +216,7 @@ def disk_cache(paths: list[Path], img_size: int, channels: int, cache_dir: Path,
             os.replace(partial, data_file)
         except OSError as error:
             partial.unlink(missing_ok=True)
-            raise ImgclsError(f"cannot write the image cache {data_file} ({describe_error(error)}); free disk "
+            raise ImgclsError(f"cannot write the image cache {data_file} ({describe(error)}); free disk "
                               f"space, pass another --cache-dir, or use --cache ram or none") from None
         meta = {"key": key, "shape": list(shape), "files": len(paths), "skipped": [list(item) for item in skipped],
                 "decoder_version": DECODER_VERSION}

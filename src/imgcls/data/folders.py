@@ -128,3 +128,20 @@ def _to_split(per_class: dict[str, list[Path]], class_names: list[str]) -> FileS
         paths.extend(images)
         labels.extend([label] * len(images))
     return FileSplit(paths, np.asarray(labels, dtype=np.int64))
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images (hidden files skipped), sorted per folder."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = [p for p in _images_under(path) if p.is_file()]
+            if not found:
+                raise ImgclsError(f"folder {path} has no images (jpg, jpeg, png, bmp, gif, webp, tif, tiff)")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ImgclsError(f"{path} does not exist; pass image files or folders of images")
+    return files

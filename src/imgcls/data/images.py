@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)  # what PIL raises for a bad file
+RESAMPLING = ("bilinear", "bicubic")  # how images are resized to the model's input size
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
@@ -60,10 +62,11 @@ def to_channels(image, channels: int):
     return image if image.mode == target else image.convert(target)
 
 
-def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """Decode, apply EXIF orientation, convert mode, resize the short side to `size` and center-crop.
+def decode_image(path: Path, size: int, channels: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Decode, apply EXIF orientation, convert mode, resize the short side to `size` (with `interpolation`)
+    and center-crop.
 
-    Returns a (channels, size, size) uint8 array. Raises OSError/ValueError/SyntaxError on broken files.
+    Returns a (channels, size, size) uint8 array. Raises one of DECODE_ERRORS on broken files.
     """
     from PIL import Image, ImageOps
 
@@ -76,10 +79,29 @@ def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
         side = min(width, height)
         box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
         # reducing_gap: shrink by an integer factor first (fast), then resample with antialiasing
-        image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+        resample = Image.Resampling.BICUBIC if interpolation == "bicubic" else Image.Resampling.BILINEAR
+        image = image.resize((size, size), resample, box=box, reducing_gap=3.0)
         array = np.array(image, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
     if array.ndim == 2:
         array = array[None]
     else:
         array = array.transpose(2, 0, 1)
     return np.ascontiguousarray(array)
+
+
+def decode_files(paths: list[Path], size: int, channels: int, interpolation: str = "bilinear"):
+    """Decode image files for prediction: a (n, C, S, S) uint8 tensor of the readable ones, their positions
+    in `paths`, and {position: "Type: reason"} for the others."""
+    import torch
+
+    from imgcls.errors import describe
+
+    decoded, positions, errors = [], [], {}
+    for position, path in enumerate(paths):
+        try:
+            decoded.append(torch.from_numpy(decode_image(path, size, channels, interpolation)))
+            positions.append(position)
+        except DECODE_ERRORS as error:
+            errors[position] = describe(error)
+    images = torch.stack(decoded) if decoded else torch.empty((0, channels, size, size), dtype=torch.uint8)
+    return images, positions, errors

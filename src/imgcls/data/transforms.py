@@ -2,17 +2,6 @@
 
 from __future__ import annotations
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def default_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """ImageNet statistics, averaged over RGB for one-channel data."""
-    if channels == 1:
-        return (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
-    return IMAGENET_MEAN, IMAGENET_STD
-
-
 def train_transform(preset: str, img_size: int, hflip: bool, crop_padding: int | None = None):
     """The per-image training augmentation of a preset; None for 'none'.
 
@@ -26,12 +15,8 @@ def train_transform(preset: str, img_size: int, hflip: bool, crop_padding: int |
         return None
     if preset == "light":
         return BatchPadCropFlip(max(1, img_size // 8) if crop_padding is None else crop_padding, hflip)
-    steps = []
-    if preset == "light":
-        steps.append(v2.RandomCrop(img_size, padding=max(1, img_size // 8), padding_mode="reflect"))
-    else:
-        low_scale = 0.35 if preset == "standard" else 0.25
-        steps.append(v2.RandomResizedCrop(img_size, scale=(low_scale, 1.0), antialias=True))
+    low_scale = 0.35 if preset == "standard" else 0.25
+    steps = [v2.RandomResizedCrop(img_size, scale=(low_scale, 1.0), antialias=True)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     if preset == "strong":

@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 from imgcls.atomic import write_atomic, write_json_atomic
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
+from imgcls.run_files import RunFolder
+from imgcls.run_files.layout import TRAINER_STATE
 
 METADATA_KEY = "imgcls"
-TRAINER_STATE_FILE = "trainer_state.json"
 
 
 def save_weights(model, path: Path, metadata: dict) -> None:
@@ -28,7 +29,8 @@ def read_metadata(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
     except Exception as error:  # safetensors' own error type for a damaged header
-        raise ImgclsError(f"{path} is not a readable imgcls checkpoint ({error}); train a run first") from None
+        raise ImgclsError(f"{path} is not a readable imgcls checkpoint ({first_line(error)}); "
+                          f"train a run first") from None
     if raw is None:
         raise ImgclsError(f"{path} has no imgcls metadata; it was not written by 'imgcls train'")
     return json.loads(raw)
@@ -44,20 +46,19 @@ def load_weights_into(model, path: Path) -> None:
                           f"{len(unexpected)} unexpected tensors); the file is damaged or from another version")
 
 
-def save_training_state(accelerator, last_dir: Path, trainer_state: dict) -> None:
+def save_training_state(accelerator, run: RunFolder, trainer_state: dict) -> None:
     """Save model, optimizer, scheduler, scaler and RNG states; replace last/ only once it is complete.
 
     Every process must call this (each saves its own RNG state); the main process does the swap.
     """
-    staging = last_dir.with_name(last_dir.name + ".saving")
+    last_dir, staging, retired = run.last_dir, run.last_staging, run.last_retired
     if accelerator.is_main_process and staging.exists():
         shutil.rmtree(staging)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json_atomic(staging / TRAINER_STATE_FILE, trainer_state)
-        retired = last_dir.with_name(last_dir.name + ".old")
+        write_json_atomic(staging / TRAINER_STATE, trainer_state)
         if last_dir.exists():
             last_dir.rename(retired)
         staging.rename(last_dir)
@@ -66,17 +67,17 @@ def save_training_state(accelerator, last_dir: Path, trainer_state: dict) -> Non
     accelerator.wait_for_everyone()
 
 
-def load_training_state(accelerator, last_dir: Path) -> dict:
+def load_training_state(accelerator, run: RunFolder) -> dict:
     """Restore everything save_training_state wrote; returns the trainer state (epoch, best, history)."""
+    last_dir = run.last_dir
     if not last_dir.is_dir():
-        retired = last_dir.with_name(last_dir.name + ".old")
-        if retired.is_dir():  # a crash between the two renames: the previous complete state is there
-            last_dir = retired
+        if run.last_retired.is_dir():  # a crash between the two renames: the previous complete state is there
+            last_dir = run.last_retired
         else:
-            raise ImgclsError(f"{last_dir.parent} has no saved training state ({last_dir.name}/); "
+            raise ImgclsError(f"{run.path} has no saved training state ({last_dir.name}/); "
                               f"it cannot be resumed, start a new run instead")
-    state_file = last_dir / TRAINER_STATE_FILE
+    state_file = last_dir / TRAINER_STATE
     if not state_file.is_file():
-        raise ImgclsError(f"{last_dir} is incomplete (no {TRAINER_STATE_FILE}); start a new run instead")
+        raise ImgclsError(f"{last_dir} is incomplete (no {TRAINER_STATE}); start a new run instead")
     accelerator.load_state(str(last_dir))
     return json.loads(state_file.read_text())

@@ -2,40 +2,40 @@
 
 from __future__ import annotations
 
-from imgcls.config import OptimConfig
+from imgcls.plan import TrainPlan
 
 
-def build_optimizer(param_groups: list[dict], optim: OptimConfig, lr: float):
+def build_optimizer(param_groups: list[dict], plan: TrainPlan):
     """AdamW / Adam / SGD (Nesterov) over prepared groups (each with its own lr and weight decay)."""
     import torch
 
-    if optim.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=lr, momentum=optim.momentum, nesterov=optim.momentum > 0)
-    if optim.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=lr)
-    return torch.optim.AdamW(param_groups, lr=lr)
+    if plan.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=plan.lr, momentum=plan.momentum, nesterov=plan.momentum > 0)
+    if plan.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=plan.lr)
+    return torch.optim.AdamW(param_groups, lr=plan.lr)
 
 
-def build_scheduler(optimizer, optim: OptimConfig, steps_per_epoch: int, epochs: int, lr: float):
+def build_scheduler(optimizer, plan: TrainPlan, steps_per_epoch: int):
     """A torch LR scheduler stepped once per optimizer step, over the whole run (each group keeps its ratio)."""
     from torch.optim import lr_scheduler
 
-    total = max(1, steps_per_epoch * epochs)
+    total = max(1, steps_per_epoch * plan.epochs)
     # Warmup is capped at a quarter of the run so that short runs still spend most steps at full rate.
-    warmup = min(int(round(optim.warmup_epochs * steps_per_epoch)), total // 4)
-    if optim.scheduler == "onecycle":
+    warmup = min(int(round(plan.warmup_epochs * steps_per_epoch)), total // 4)
+    if plan.scheduler == "onecycle":
         # One-cycle has its own warm-up phase: the first pct_start of the run.
         pct_start = warmup / total if warmup > 0 else 0.25
         peaks = [group["lr"] for group in optimizer.param_groups]
         return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=max(pct_start, 1e-3))
     after_warmup = total - warmup
-    if optim.scheduler == "cosine":
+    if plan.scheduler == "cosine":
         # eta_min is one number for all groups: take the smallest group's floor so no group rises at the end.
-        floor = min(group["lr"] for group in optimizer.param_groups) * optim.min_lr_ratio
+        floor = min(group["lr"] for group in optimizer.param_groups) * plan.min_lr_ratio
         main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after_warmup), eta_min=floor)
-    elif optim.scheduler == "step":
-        main = lr_scheduler.StepLR(optimizer, step_size=max(1, optim.step_epochs * steps_per_epoch),
-                                   gamma=optim.step_gamma)
+    elif plan.scheduler == "step":
+        main = lr_scheduler.StepLR(optimizer, step_size=max(1, plan.step_epochs * steps_per_epoch),
+                                   gamma=plan.step_gamma)
     else:
         main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if warmup == 0:

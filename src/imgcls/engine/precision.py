@@ -72,6 +72,17 @@ def choose_precision(requested: str, model=None, input_shape: tuple[int, ...] | 
     return "fp32", "no faster precision on this device"
 
 
+def agreed_precision(requested: str, model, input_shape, cache_file, channels_last: bool,
+                     pinned_auto: str | None = None) -> tuple[str, str]:
+    """choose_precision, decided (and measured, for auto) by the main process; every process uses its answer."""
+    from imgcls.engine.accelerator import process_state, share_from_main
+
+    answer = None
+    if process_state().is_main_process:
+        answer = choose_precision(requested, model, input_shape, cache_file, channels_last, pinned_auto)
+    return share_from_main(answer)
+
+
 def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_last: bool) -> tuple[str, str]:
     import torch
 
@@ -83,8 +94,8 @@ def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_l
     remembered = _read_cache(cache_file)
     if key not in remembered:
         with torch.random.fork_rng():  # the run must not depend on whether this was measured or remembered
-            fp32 = _step_seconds(model, input_shape, False, channels_last)
-            bf16 = _step_seconds(model, input_shape, True, channels_last)
+            fp32 = step_seconds(model, input_shape, False, channels_last)
+            bf16 = step_seconds(model, input_shape, True, channels_last)
         remembered[key] = {"fp32_s": round(fp32, 4), "bf16_s": round(bf16, 4)}
         if cache_file is not None:
             try:
@@ -110,7 +121,7 @@ def _read_cache(cache_file: Path | None) -> dict:
     return values if isinstance(values, dict) else {}
 
 
-def _step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
+def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
     """Seconds of one forward+backward step of a copy of `model` (its weights and statistics stay untouched)."""
     import torch
 

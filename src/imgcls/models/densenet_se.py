@@ -43,7 +43,7 @@ class DenseNetSE(nn.Module):
         return self.classifier(self.dropout(self.pool(features).flatten(1)))
 
 
-@register("densenet_se")
+@register("densenet_se", input_size=224)
 def densenet_se(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None, pretrained: bool = False,
                 drop_rate: float = 0.0) -> DenseNetSE:
     """DenseNet-121 + squeeze-and-excitation; --pretrained loads timm's ImageNet DenseNet-121 backbone."""

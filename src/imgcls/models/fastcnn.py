@@ -52,7 +52,7 @@ class FastCNN(nn.Module):
         return self.fc(self.drop(self.forward_features(x)))
 
 
-@register("fastcnn")
+@register("fastcnn", input_size=28)
 def fastcnn(num_classes: int = 10, in_chans: int = 1, img_size: int | None = None, stem: int = 16,
             widths: list[int] | tuple[int, ...] = (32, 64, 128), depth: int = 2, drop_rate: float = 0.0) -> nn.Module:
     """A stem conv of `stem` channels (0: none, the first stage sees the pixels), one stage per entry of
@@ -61,5 +61,4 @@ def fastcnn(num_classes: int = 10, in_chans: int = 1, img_size: int | None = Non
     if not widths or depth < 1 or stem < 0:
         raise ValueError("fastcnn needs at least one stage width, depth >= 1 and stem >= 0")
     model = FastCNN(num_classes, in_chans, int(stem), [int(width) for width in widths], int(depth), drop_rate)
-    model.default_img_size = 28
     return model

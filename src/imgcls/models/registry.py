@@ -5,21 +5,38 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
+from imgcls.models.defaults import ModelDefaults
 
 _BUILTINS: dict[str, Callable] = {}
+_DEFAULTS: dict[str, ModelDefaults] = {}
 
 
-def register(name: str) -> Callable:
-    """Decorator: make `builder(num_classes, in_chans, img_size, **kwargs) -> nn.Module` a model name."""
+def register(name: str, **defaults) -> Callable:
+    """Decorator: make `builder(num_classes, in_chans, img_size, **kwargs) -> nn.Module` a model name.
+
+    `defaults` are the ModelDefaults fields the architecture declares (input_size, min_input_size, mean, std,
+    interpolation), e.g. `@register("lenet", input_size=32, min_input_size=32)`.
+    """
 
     def add(builder: Callable) -> Callable:
         if name in _BUILTINS:
             raise ValueError(f"model name '{name}' is registered twice")
         _BUILTINS[name] = builder
+        _DEFAULTS[name] = ModelDefaults(**defaults)
         return builder
 
     return add
+
+
+def model_defaults(name: str) -> ModelDefaults:
+    """Input size, normalisation and resampling the model `name` expects (checked name)."""
+    check_model_name(name)
+    if name in _BUILTINS:
+        return _DEFAULTS[name]
+    from imgcls.models.defaults import timm_defaults
+
+    return timm_defaults(name)
 
 
 def builtin_names() -> list[str]:
@@ -71,10 +88,12 @@ def _unknown_model(name: str) -> ImgclsError:
 
 def check_model_name(name: str) -> None:
     """Raise the unknown-model error (with close matches) before any work is done."""
+    _load_builtin_modules()
+    if name in _BUILTINS:
+        return  # no need to import timm (seconds) for a built-in
     import timm
 
-    _load_builtin_modules()
-    if name not in _BUILTINS and not timm.is_model(name):
+    if not timm.is_model(name):
         raise _unknown_model(name)
 
 
@@ -120,7 +139,7 @@ def _build(name: str, num_classes: int, in_chans: int, img_size: int | None, pre
                             **_supported_kwargs(builder, name, kwargs))
         except (OSError, RuntimeError) as error:
             if pretrained and _looks_like_network_error(error):
-                raise ImgclsError(f"could not download pretrained weights for '{name}' ({_first_line(error)}); "
+                raise ImgclsError(f"could not download pretrained weights for '{name}' ({first_line(error)}); "
                                   f"you seem to be offline: pass --weights FILE instead") from None
             raise
         return model
@@ -169,18 +188,10 @@ def _create_timm_model(name: str, num_classes: int, in_chans: int, img_size: int
     except (OSError, RuntimeError, ValueError) as error:
         if pretrained and _looks_like_network_error(error):
             raise ImgclsError(
-                f"could not download pretrained weights for '{name}' ({_first_line(error)}); you seem to be "
+                f"could not download pretrained weights for '{name}' ({first_line(error)}); you seem to be "
                 f"offline: pass a local file with --weights FILE instead of --pretrained"
             ) from None
         raise
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    if not text:
-        return type(error).__name__
-    sentence = text[0].split(". ")[0]
-    return sentence[:157] + "..." if len(sentence) > 160 else sentence
 
 
 def _looks_like_network_error(error: BaseException) -> bool:
@@ -188,11 +199,3 @@ def _looks_like_network_error(error: BaseException) -> bool:
     markers = ("connect", "resolve", "network", "offline", "timed out", "max retries", "hub", "huggingface",
                "http", "url", "localentrynotfound", "cannot find the requested files")
     return any(marker in text for marker in markers)
-
-
-def default_normalization_of(model) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The mean/std a pretrained timm model expects, or None for models without a pretrained config."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if not cfg or "mean" not in cfg:
-        return None
-    return tuple(cfg["mean"]), tuple(cfg["std"])

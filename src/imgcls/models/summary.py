@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 
 def summarize(name: str, num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None,
@@ -10,21 +10,15 @@ def summarize(name: str, num_classes: int = 1000, in_chans: int = 3, img_size: i
     """torchinfo's table for `name` at the given input; the input size defaults to the model's own."""
     import torchinfo
 
-    from imgcls.models.registry import create_model
+    from imgcls.models.registry import create_model, model_defaults
 
+    img_size = img_size or model_defaults(name).input_size
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
-    if img_size is None:
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        img_size = int(cfg.get("input_size", (3, 224, 224))[-1]) if cfg else _builtin_default_size(model)
     try:
         stats = torchinfo.summary(model, input_size=(1, in_chans, img_size, img_size), depth=depth, verbose=0,
                                   col_names=("output_size", "num_params", "mult_adds"), row_settings=("var_names",))
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[-1][:160]
-        raise ImgclsError(f"{name} does not run on {in_chans}x{img_size}x{img_size} input ({first}); "
+        raise ImgclsError(f"{name} does not run on {in_chans}x{img_size}x{img_size} input "
+                          f"({first_line(error, last=True)}); "
                           f"pass another --img-size or --in-chans") from None
     return str(stats)
-
-
-def _builtin_default_size(model) -> int:
-    return getattr(model, "default_img_size", 224)

@@ -32,7 +32,6 @@ class ViT(nn.Module):
         if width % heads:
             raise ImgclsError(f"ViT width {width} must be divisible by its {heads} heads")
         dropout = drop_rate if drop_rate is not None else dropout
-        self.default_img_size = img_size
         self.patch_size, self.pool = patch_size, pool
         # Non-overlapping patches, linearly projected; pixels past the last whole patch are dropped
         # (Keras' extract_patches with VALID padding), so e.g. 28 px with patch 6 gives a 4x4 grid.
@@ -98,13 +97,13 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-@register("vit")
+@register("vit", input_size=72)
 def vit(num_classes: int = 10, in_chans: int = 3, img_size: int | None = None, **options) -> ViT:
     """A small ViT (patch 6, width 64, 8 blocks, 4 heads, mean pooling); every option can be changed."""
     return ViT(num_classes, in_chans, img_size or 72, **options)
 
 
-@register("vit_keras_cifar10")
+@register("vit_keras_cifar10", input_size=72)
 def vit_keras_cifar10(num_classes: int = 10, in_chans: int = 3, img_size: int | None = None,
                       drop_rate: float | None = None, drop_path_rate: float | None = None) -> ViT:
     """The Keras CIFAR-10 tutorial's ViT: 72 px, patch 6, width 64, 8 layers, 4 heads, MLP 128,
@@ -114,7 +113,7 @@ def vit_keras_cifar10(num_classes: int = 10, in_chans: int = 3, img_size: int | 
                head_dropout=0.5, drop_path_rate=drop_path_rate or 0.0)
 
 
-@register("vit_b16")
+@register("vit_b16", input_size=224)
 def vit_b16(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None,
             drop_rate: float | None = None, drop_path_rate: float | None = None) -> ViT:
     """ViT-B/16 (Dosovitskiy et al.): 224 px, patch 16, width 768, 12 layers, 12 heads, class token."""

@@ -3,18 +3,16 @@ as a terminal table and a self-contained HTML page."""
 
 from __future__ import annotations
 
-import csv
 import datetime
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgcls.atomic import check_replaceable, write_text_atomic
 from imgcls.errors import ImgclsError
-from imgcls.report.tables import METRIC_LABELS
-
-LOWER_IS_BETTER = {"loss", "error_rate", "ece"}
+from imgcls.metrics import LOWER_IS_BETTER, METRIC_LABELS
+from imgcls.report.tables import format_value
+from imgcls.run_files import RunFolder
 
 
 @dataclass
@@ -26,17 +24,10 @@ class RunRecord:
     history: list[dict] = field(default_factory=list)
 
 
-def read_run(folder: Path) -> RunRecord:
-    """metrics.json, run.json and history.csv of a finished run."""
-    folder = Path(folder).expanduser()
-    if not (folder / "metrics.json").is_file():
-        if not folder.exists():
-            raise ImgclsError(f"run {folder} does not exist; pass run folders made by 'imgcls train'")
-        raise ImgclsError(f"{folder} has no metrics.json: it is not a finished imgcls run")
-    summary = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
-    history_file = folder / "history.csv"
-    history = list(csv.DictReader(history_file.open())) if history_file.is_file() else []
-    return RunRecord(folder.name, folder, json.loads((folder / "metrics.json").read_text()), summary, history)
+def read_run(path: str | Path) -> RunRecord:
+    """The metrics, summary and history of a finished run."""
+    folder = RunFolder(path)
+    return RunRecord(folder.name, folder.path, folder.read_metrics(), folder.read_summary(), folder.read_history())
 
 
 def common_split(runs: list[RunRecord], split: str | None) -> str:
@@ -54,7 +45,7 @@ def common_split(runs: list[RunRecord], split: str | None) -> str:
     raise ImgclsError("these runs share no evaluated split; compare runs trained with a val or test split")
 
 
-def _unique_names(runs: list[RunRecord]) -> None:
+def unique_names(runs: list[RunRecord]) -> None:
     """Folder names label the runs; their full paths when two share a name."""
     if len({run.name for run in runs}) < len(runs):
         for run in runs:
@@ -87,7 +78,7 @@ def _metric_rows(runs: list[RunRecord], split: str) -> list[dict]:
         cells = []
         for entry, value in zip(entries, values):
             interval = (entry or {}).get("ci95")
-            cells.append({"value": "n/a" if value is None else f"{value:.4f}",
+            cells.append({"value": format_value(value),
                           "interval": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "",
                           "best": value is not None and value == best and len(known) > 1})
         rows.append({"key": key, "label": label, "cells": cells})
@@ -163,17 +154,3 @@ def write_comparison_html(runs: list[RunRecord], split: str, path: Path) -> Path
     )
     write_text_atomic(path, page)
     return path
-
-
-def compare(run_folders: list[str | Path], split: str | None = None, out: str | Path | None = None) -> Path:
-    """Print the comparison of `run_folders` and write it as HTML (default: next to the first run)."""
-    if len(run_folders) < 2:
-        raise ImgclsError("compare needs at least two run folders: imgcls compare RUN RUN ...")
-    runs = [read_run(Path(folder)) for folder in run_folders]
-    _unique_names(runs)
-    split = common_split(runs, split)
-    print_comparison(runs, split)
-    if out is None:
-        joined = "-vs-".join(run.folder.name for run in runs)
-        out = runs[0].folder.parent / f"compare-{joined[:150]}.html"
-    return write_comparison_html(runs, split, Path(out).expanduser())

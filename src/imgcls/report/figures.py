@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from imgcls.report import catalog
 from imgcls.report.plots import _pyplot, _save
-from imgcls.report.split_predictions import SplitPredictions
+from imgcls.run_files import RunFolder, SplitPredictions
 
 
 def _as_display(image) -> tuple[np.ndarray, str | None]:
@@ -232,36 +233,40 @@ def conv_responses(conv, image, normalized, path: Path, title: str, limit: int =
     return path
 
 
-def write_image_figures(out_dir: Path, images_by_split: dict, labels_by_split: dict, class_names: list[str],
+def write_image_figures(folder: RunFolder, images_by_split: dict, labels_by_split: dict, class_names: list[str],
                         predictions: dict[str, SplitPredictions], model=None, mean=None, std=None,
                         seed: int = 0) -> list[Path]:
     """Sample grid, mistakes galleries (held-out splits) and, given the model, its patch grid and first-layer
-    filters and responses, into out_dir/plots/."""
-    from imgcls.data.transforms import normalize_batch
-
-    plots = Path(out_dir) / "plots"
+    filters and responses."""
     written = []
     first = next(iter(images_by_split))
     written.append(sample_grid(images_by_split[first], labels_by_split[first], class_names,
-                               plots / "samples.png", f"samples per class ({first} split)", seed=seed))
+                               folder.plot(catalog.SAMPLES), f"samples per class ({first} split)", seed=seed))
     for split, split_predictions in predictions.items():
         if split != "train" and split in images_by_split:
             gallery = mistakes_gallery(images_by_split[split], split_predictions, class_names,
-                                       plots / f"mistakes_{split}.png", f"most confident mistakes ({split})")
+                                       folder.plot(catalog.mistakes(split)), f"most confident mistakes ({split})")
             written += [gallery] if gallery is not None else []
-    if model is None:
-        return written
-    example_split = next((split for split in ("val", "test") if split in images_by_split), first)
-    example = images_by_split[example_split][0]
+    if model is not None:
+        example_split = next((split for split in ("val", "test") if split in images_by_split), first)
+        written += _model_figures(folder, model, images_by_split[example_split][0], mean, std)
+    return written
+
+
+def _model_figures(folder: RunFolder, model, example, mean, std) -> list[Path]:
+    """The ViT patch grid, and the first convolution's filters and their responses to `example`."""
+    from imgcls.data.transforms import normalize_batch
+
+    written = []
     patch_size = patch_size_of(model)
     if patch_size:
-        written.append(patch_grid(example, patch_size, plots / "patches.png",
+        written.append(patch_grid(example, patch_size, folder.plot(catalog.PATCHES),
                                   "what the ViT sees: one image as patches"))
     conv = first_conv(model)
     if conv is not None:
         kind = "patch-embedding (first-layer convolution)" if patch_size else "first-layer convolution"
-        written.append(conv_filters(conv, plots / "filters.png", f"{kind} filters"))
+        written.append(conv_filters(conv, folder.plot(catalog.FILTERS), f"{kind} filters"))
         normalized = normalize_batch(example.unsqueeze(0), mean, std)[0]
-        written.append(conv_responses(conv, example, normalized, plots / "filter_responses.png",
+        written.append(conv_responses(conv, example, normalized, folder.plot(catalog.FILTER_RESPONSES),
                                       "first-layer filter responses on one image"))
     return written

@@ -7,29 +7,15 @@ and can be mailed as one file.
 from __future__ import annotations
 
 import base64
-import csv
 import datetime
-import json
 from pathlib import Path
 
 from imgcls.atomic import write_text_atomic
-from imgcls.report.tables import METRIC_LABELS
+from imgcls.metrics import METRIC_LABELS
+from imgcls.report import catalog
+from imgcls.report.tables import format_value
+from imgcls.run_files import RunFolder
 
-# (section title, [(file-name pattern, caption)]); "{split}" expands to each split in the metrics
-FIGURE_SECTIONS = [
-    ("Training curves", [("loss.png", "Loss per epoch, train vs val"),
-                         ("accuracy.png", "Accuracy per epoch, train vs val")]),
-    ("Confusion matrices", [("confusion_{split}.png", "Confusion matrix, {split}, counts"),
-                            ("confusion_{split}_normalized.png", "Confusion matrix, {split}, row-normalized")]),
-    ("ROC and precision-recall curves", [("roc_{split}.png", "ROC, {split}"),
-                                         ("pr_{split}.png", "Precision-recall, {split}")]),
-    ("Calibration", [("reliability_{split}.png", "Reliability diagram, {split}")]),
-    ("Most confident mistakes", [("mistakes_{split}.png", "Most confident mistakes, {split}")]),
-    ("Data", [("samples.png", "Random samples of each class")]),
-    ("Inside the model", [("patches.png", "ViT input as a grid of patches"),
-                          ("filters.png", "First-layer convolution filters"),
-                          ("filter_responses.png", "First-layer filter responses on one image")]),
-]
 SPLIT_ORDER = ("train", "val", "test", "all")
 INTERVAL_NOTE = "[low, high] is the 95% percentile-bootstrap confidence interval (1,000 resamples)."
 
@@ -49,35 +35,25 @@ def image_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _is_wide(name: str, num_classes: int) -> bool:
-    """Figures drawn across the page: image grids, and confusion matrices past 20 classes."""
-    return name in ("samples.png", "patches.png", "filter_responses.png") or name.startswith("mistakes_") \
-        or (name.startswith("confusion_") and num_classes > 20)
-
-
-def _figures(folder: Path, splits: list[str], num_classes: int) -> list[dict]:
-    plots = folder / "plots"
+def _figures(folder: RunFolder, splits: list[str], num_classes: int) -> list[dict]:
     sections, used = [], set()
-    for title, patterns in FIGURE_SECTIONS:
+    for title, entries in catalog.SECTIONS:
         figures = []
-        for pattern, caption in patterns:
-            for split in splits if "{split}" in pattern else [None]:
-                name = pattern.format(split=split)
-                if (plots / name).is_file():
+        for name_of, caption in entries:
+            for split in splits if callable(name_of) else [None]:
+                name = name_of(split) if callable(name_of) else name_of
+                if folder.plot(name).is_file():
                     used.add(name)
                     figures.append({"caption": caption.format(split=split), "name": name,
-                                    "src": image_data_uri(plots / name), "wide": _is_wide(name, num_classes)})
+                                    "src": image_data_uri(folder.plot(name)),
+                                    "wide": catalog.is_wide(name, num_classes)})
         if figures:
             sections.append({"title": title, "figures": figures})
     others = [{"caption": path.stem.replace("_", " "), "name": path.name, "src": image_data_uri(path), "wide": False}
-              for path in sorted(plots.glob("*.png")) if path.name not in used]
+              for path in sorted(folder.plots_dir.glob("*.png")) if path.name not in used]
     if others:
         sections.append({"title": "Other figures", "figures": others})
     return sections
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def metric_rows(metrics: dict, splits: list[str]) -> list[dict]:
@@ -90,7 +66,7 @@ def metric_rows(metrics: dict, splits: list[str]) -> list[dict]:
         for split in splits:
             entry = metrics[split].get(key, {})
             interval = entry.get("ci95")
-            cells.append({"value": _fmt(entry.get("value")),
+            cells.append({"value": format_value(entry.get("value")),
                           "interval": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""})
         rows.append({"label": label, "cells": cells})
     return rows
@@ -99,8 +75,9 @@ def metric_rows(metrics: dict, splits: list[str]) -> list[dict]:
 def _per_class(metrics: dict, splits: list[str]) -> list[dict]:
     tables = []
     for split in sorted(splits, key=lambda s: (s == "train", SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9)):
-        rows = [{"name": name, "precision": _fmt(stats["precision"]), "recall": _fmt(stats["recall"]),
-                 "specificity": _fmt(stats["specificity"]), "f1": _fmt(stats["f1"]), "support": stats["support"]}
+        rows = [{"name": name, "precision": format_value(stats["precision"]), "recall": format_value(stats["recall"]),
+                 "specificity": format_value(stats["specificity"]), "f1": format_value(stats["f1"]),
+                 "support": stats["support"]}
                 for name, stats in metrics[split]["per_class"].items()]
         tables.append({"split": split, "rows": rows})
     return tables
@@ -157,11 +134,6 @@ def _summary_rows(summary: dict, metrics: dict, splits: list[str]) -> list[tuple
     return rows
 
 
-def _history(folder: Path) -> list[dict]:
-    history_file = folder / "history.csv"
-    return list(csv.DictReader(history_file.open())) if history_file.is_file() else []
-
-
 def _history_table(history: list[dict]) -> dict | None:
     if not history:
         return None
@@ -181,33 +153,28 @@ def _history_table(history: list[dict]) -> dict | None:
     return {"columns": columns, "rows": rows}
 
 
-def _listed_files(folder: Path) -> list[str]:
-    """The run's files a reader may want, without the resume state and temporary files."""
-    listed = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if path.is_file() and relative.parts[0] not in ("last", "last.old", "report.html") \
-                and not path.name.startswith("."):
-            listed.append(str(relative))
-    return listed
+def _plan_rows(plan: dict | None) -> list[tuple[str, str]]:
+    """What the run decided (plan.json), with the reason where one was recorded."""
+    if not plan:
+        return []
+    notes = plan.get("notes", {})
+    rows = []
+    for key, value in plan.items():
+        if key in ("notes", "class_names"):
+            continue
+        shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value) \
+            if isinstance(value, list) else f"{value:.4g}" if isinstance(value, float) else str(value)
+        rows.append((key, f"{shown} ({notes[key]})" if key in notes else shown))
+    return rows
 
 
-def build_report(folder: Path, title: str | None = None) -> Path:
-    """Write folder/report.html from metrics.json, run.json, history.csv, config.yaml and plots/*.png."""
+def build_report(folder: RunFolder, title: str | None = None) -> Path:
+    """Write the folder's report.html from its metrics, summary, plan, history, config and figures."""
     from imgcls import __version__
-    from imgcls.errors import ImgclsError
 
-    folder = Path(folder)
-    metrics_file = folder / "metrics.json"
-    if not metrics_file.is_file():
-        raise ImgclsError(f"{folder} has no metrics.json (the run has not finished); finish it with "
-                          f"'imgcls train --resume {folder}' first")
-    metrics = json.loads(metrics_file.read_text())
+    metrics = folder.read_metrics()
     splits = sorted(metrics, key=lambda s: SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER))
-    summary_file = folder / "run.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    config_file = folder / "config.yaml"
-    history = _history(folder)
+    summary = folder.read_summary()
     page = template("report.html.j2").render(
         title=title or folder.name,
         generated=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -220,34 +187,10 @@ def build_report(folder: Path, title: str | None = None) -> Path:
         class_counts=_class_counts(metrics, splits),
         per_class=_per_class(metrics, splits),
         figure_sections=_figures(folder, splits, len(metrics[splits[0]]["per_class"])),
-        history=_history_table(history),
-        config_text=config_file.read_text() if config_file.is_file() else None,
-        files=_listed_files(folder),
+        history=_history_table(folder.read_history()),
+        plan_rows=_plan_rows(folder.read_plan()),
+        config_text=folder.config_file.read_text() if folder.config_file.is_file() else None,
+        files=folder.listed_files(),
     )
-    path = folder / "report.html"
-    write_text_atomic(path, page)
-    return path
-
-
-def rebuild_report(folder: Path) -> Path:
-    """`imgcls report RUN`: redraw what the run's files allow, then write report.html. Figures that need the
-    images (sample grid, mistakes, filters) are kept as the run wrote them."""
-    import json
-
-    from imgcls.errors import ImgclsError
-    from imgcls.report.plots import write_run_plots
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ImgclsError(f"run {folder} does not exist; pass a folder made by 'imgcls train' (e.g. runs/<name>)")
-    if not (folder / "metrics.json").is_file():
-        hint = f"finish it with 'imgcls train --resume {folder}'" if (folder / "config.yaml").is_file() \
-            else "pass a folder made by 'imgcls train'"
-        raise ImgclsError(f"{folder} has no metrics.json; {hint}")
-    metrics = json.loads((folder / "metrics.json").read_text())
-    class_names = list(next(iter(metrics.values()))["per_class"])
-    write_run_plots(folder, metrics, class_names)
-    title = None
-    if folder.parent.name == "eval" and (folder.parent.parent / "metrics.json").is_file():
-        title = f"{folder.parent.parent.name}: evaluation {folder.name}"
-    return build_report(folder, title)
+    write_text_atomic(folder.report_file, page)
+    return folder.report_file

@@ -1,14 +1,14 @@
 """Figures of a run as PNG files (matplotlib, Agg): training curves, confusion matrices, ROC and
-precision-recall curves, reliability diagrams. Everything here is drawn from files a run keeps
-(history.csv, metrics.json, predictions/), so `imgcls report` can draw them again."""
+precision-recall curves, reliability diagrams. Everything here is drawn from files a run keeps (its history,
+metrics and predictions), so `imgcls report` can draw them again."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from imgcls.atomic import write_atomic
-from imgcls.report.split_predictions import SplitPredictions, load_split_predictions
+from imgcls.report import catalog
+from imgcls.run_files import RunFolder, SplitPredictions, load_split_predictions
 
 
 def _pyplot():
@@ -29,10 +29,9 @@ def _save(figure, path: Path) -> None:
     _pyplot().close(figure)
 
 
-def plot_curves(history_csv: Path, out_dir: Path) -> list[Path]:
-    """loss.png and accuracy.png: train vs val per epoch."""
+def plot_curves(rows: list[dict], folder: RunFolder) -> list[Path]:
+    """Loss and accuracy per epoch, train vs val, from the run's history rows."""
     plt = _pyplot()
-    rows = list(csv.DictReader(history_csv.open()))
     epochs = [int(row["epoch"]) for row in rows]
     written = []
     for metric, label in (("loss", "loss"), ("accuracy", "accuracy")):
@@ -52,7 +51,7 @@ def plot_curves(history_csv: Path, out_dir: Path) -> list[Path]:
             from matplotlib.ticker import MaxNLocator
 
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        path = out_dir / f"{metric}.png"
+        path = folder.plot(catalog.LOSS if metric == "loss" else catalog.ACCURACY)
         _save(figure, path)
         written.append(path)
     return written
@@ -99,7 +98,7 @@ def plot_roc(predictions: SplitPredictions, metrics: dict, class_names: list[str
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 5.5))
     axes.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUC = 0.5)")
-    curves = _one_vs_rest(predictions, class_names, metrics, "roc")
+    curves = one_vs_rest_curves(predictions, class_names, metrics, "roc")
     if len(class_names) == 2:
         (name, x, y, _), = curves
         axes.plot(x, y, lw=2, label=f"{name} vs rest, AUC = {_with_interval(metrics.get('roc_auc'))}")
@@ -127,7 +126,7 @@ def plot_precision_recall(predictions: SplitPredictions, metrics: dict, class_na
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 5.5))
-    curves = _one_vs_rest(predictions, class_names, metrics, "pr")
+    curves = one_vs_rest_curves(predictions, class_names, metrics, "pr")
     if len(class_names) == 2:
         (name, x, y, _), = curves
         positive = class_names.index(name)
@@ -161,7 +160,7 @@ def _interpolated_precision(recall, precision):
     return recall, np.maximum.accumulate(precision[::-1])[::-1]
 
 
-def _one_vs_rest(predictions: SplitPredictions, class_names: list[str], metrics: dict, kind: str):
+def one_vs_rest_curves(predictions: SplitPredictions, class_names: list[str], metrics: dict, kind: str):
     """(class name, x, y, area) per class with positives and negatives: ROC (fpr, tpr) or PR (recall,
     precision). For two classes only the positive class."""
     import torch
@@ -269,35 +268,36 @@ def plot_reliability(predictions: SplitPredictions, metrics: dict, path: Path, t
     return path
 
 
-def write_metric_plots(out_dir: Path, metrics: dict, class_names: list[str],
+def write_metric_plots(folder: RunFolder, metrics: dict, class_names: list[str],
                        predictions: dict[str, SplitPredictions]) -> list[Path]:
     """Confusion matrices for every split in `metrics`; ROC, PR and reliability for every split with
-    saved predictions; into out_dir/plots/."""
-    plots = out_dir / "plots"
+    saved predictions."""
     written = []
     for split, split_metrics in metrics.items():
         matrix = split_metrics["confusion_matrix"]
-        written.append(plot_confusion(matrix, class_names, plots / f"confusion_{split}.png", False,
+        written.append(plot_confusion(matrix, class_names, folder.plot(catalog.confusion(split)), False,
                                       f"confusion matrix ({split}, counts)"))
-        written.append(plot_confusion(matrix, class_names, plots / f"confusion_{split}_normalized.png", True,
+        written.append(plot_confusion(matrix, class_names, folder.plot(catalog.confusion(split, True)), True,
                                       f"confusion matrix ({split}, row-normalized)"))
         if split in predictions and len(predictions[split].labels):
             split_predictions = predictions[split]
-            written.append(plot_roc(split_predictions, split_metrics, class_names, plots / f"roc_{split}.png",
+            written.append(plot_roc(split_predictions, split_metrics, class_names, folder.plot(catalog.roc(split)),
                                     f"ROC ({split})"))
             written.append(plot_precision_recall(split_predictions, split_metrics, class_names,
-                                                 plots / f"pr_{split}.png", f"precision-recall ({split})"))
-            written.append(plot_reliability(split_predictions, split_metrics, plots / f"reliability_{split}.png",
-                                            f"reliability ({split})"))
+                                                 folder.plot(catalog.precision_recall(split)),
+                                                 f"precision-recall ({split})"))
+            written.append(plot_reliability(split_predictions, split_metrics,
+                                            folder.plot(catalog.reliability(split)), f"reliability ({split})"))
     return written
 
 
-def write_run_plots(run_dir: Path, metrics: dict, class_names: list[str],
+def write_run_plots(folder: RunFolder, metrics: dict, class_names: list[str],
                     predictions: dict[str, SplitPredictions] | None = None) -> list[Path]:
-    """Every figure that history.csv, metrics.json and predictions/ allow, into RUN/plots/."""
+    """Every figure that the run's history, metrics and predictions allow."""
     written = []
-    if (run_dir / "history.csv").is_file():
-        written += plot_curves(run_dir / "history.csv", run_dir / "plots")
+    history = folder.read_history()
+    if history:
+        written += plot_curves(history, folder)
     if predictions is None:
-        predictions = load_split_predictions(run_dir)
-    return written + write_metric_plots(run_dir, metrics, class_names, predictions)
+        predictions = load_split_predictions(folder)
+    return written + write_metric_plots(folder, metrics, class_names, predictions)

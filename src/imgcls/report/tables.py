@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from imgcls.console import get_console
-
-METRIC_LABELS = {
-    "accuracy": "accuracy", "error_rate": "error rate", "top5_accuracy": "top-5 accuracy",
-    "balanced_accuracy": "balanced accuracy", "loss": "loss", "sensitivity": "sensitivity",
-    "specificity": "specificity", "precision": "precision", "f1": "F1", "precision_macro": "precision (macro)",
-    "recall_macro": "sensitivity / recall (macro)",
-    "specificity_macro": "specificity (macro)", "f1_macro": "F1 (macro)",
-    "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
-    "specificity_weighted": "specificity (weighted)", "f1_weighted": "F1 (weighted)", "mcc": "MCC",
-    "cohen_kappa": "Cohen's kappa", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC (average precision)",
-    "ece": "calibration error (ECE)",
-}
+from imgcls.metrics import METRIC_LABELS
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
+    """A metric value as the tables show it: four decimals, n/a when undefined."""
     return "n/a" if value is None else f"{value:.4f}"
 
 
 def _fmt_with_interval(entry: dict) -> str:
     """'0.9123 [0.9010, 0.9231]' when a 95% interval is known."""
-    text = _fmt(entry.get("value"))
+    text = format_value(entry.get("value"))
     interval = entry.get("ci95")
     return f"{text} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else text
 
@@ -54,8 +44,42 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
         per_class.add_column(column, justify="left" if column == "class" else "right")
     rows = list(metrics_by_split[last]["per_class"].items())
     for name, stats in rows[:per_class_limit]:
-        per_class.add_row(escape(name), _fmt(stats["precision"]), _fmt(stats["recall"]), _fmt(stats["specificity"]),
-                          _fmt(stats["f1"]), str(stats["support"]))
+        per_class.add_row(escape(name), format_value(stats["precision"]), format_value(stats["recall"]), format_value(stats["specificity"]),
+                          format_value(stats["f1"]), str(stats["support"]))
     console.print(per_class)
     if len(rows) > per_class_limit:
         console.print(f"... {len(rows) - per_class_limit} more classes in metrics.json")
+
+
+def print_predictions(results: list[dict], output_format: str) -> None:
+    """Write `results` of imgcls.predict in `output_format` (table | json | csv) to stdout."""
+    import csv
+    import json
+    import sys
+
+    if output_format == "json":
+        print(json.dumps(results, indent=2))
+        return
+    if output_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "rank", "class", "probability", "error"])
+        for result in results:
+            if "error" in result:
+                writer.writerow([result["path"], "", "", "", result["error"]])
+            for rank, guess in enumerate(result.get("predictions", []), start=1):
+                writer.writerow([result["path"], rank, guess["class"], f"{guess['probability']:.6f}", ""])
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table()
+    for column in ("image", "prediction", "probability", "runners-up"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for result in results:
+        if "error" in result:
+            table.add_row(escape(result["path"]), "[red]unreadable[/red]", "", escape(result["error"]))
+            continue
+        best, *rest = result["predictions"]
+        others = ", ".join(f"{guess['class']} {guess['probability']:.3f}" for guess in rest)
+        table.add_row(escape(result["path"]), escape(best["class"]), f"{best['probability']:.4f}", escape(others))
+    get_console().print(table)

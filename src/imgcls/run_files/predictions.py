@@ -1,8 +1,6 @@
-"""Per-sample predictions of a split, kept in the run so figures and reports can be rebuilt later.
-
-RUN/predictions/<split>.npz holds the class probabilities, the true labels and (for folders) the file of
-every sample; RUN/predictions/<split>_mistakes.csv lists the misclassified samples, most confident first.
-"""
+"""Per-sample predictions of a split, kept in the run so figures and reports can be rebuilt later: the class
+probabilities, the true labels and (for folders) the file of every sample, and the misclassified samples,
+most confident first, as CSV."""
 
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from imgcls.atomic import write_atomic, write_text_atomic
+from imgcls.run_files.layout import RunFolder
 
 
 @dataclass
@@ -32,13 +31,13 @@ class SplitPredictions:
         return wrong[np.argsort(-self.probs[wrong].max(1), kind="stable")]
 
 
-def save_split_predictions(out_dir: Path, split: str, predictions: SplitPredictions, class_names: list[str]) -> None:
-    """Write predictions/<split>.npz and predictions/<split>_mistakes.csv under `out_dir`."""
-    folder = Path(out_dir) / "predictions"
+def save_split_predictions(folder: RunFolder, split: str, predictions: SplitPredictions,
+                           class_names: list[str]) -> None:
+    """Write the split's probabilities, labels and files, and its mistakes as CSV, into the folder."""
     arrays = {"probs": predictions.probs.astype(np.float32), "labels": predictions.labels.astype(np.int64)}
     if predictions.paths is not None:
         arrays["paths"] = np.asarray(predictions.paths, dtype=str)
-    write_atomic(folder / f"{split}.npz", lambda tmp: _save_npz(tmp, arrays))
+    write_atomic(folder.predictions_file(split), lambda tmp: _save_npz(tmp, arrays))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["index", "path", "true_class", "predicted_class", "probability", "probability_of_true_class"])
@@ -47,7 +46,7 @@ def save_split_predictions(out_dir: Path, split: str, predictions: SplitPredicti
         writer.writerow([int(index), path, class_names[predictions.labels[index]],
                          class_names[predictions.predicted[index]], f"{predictions.probs[index].max():.6f}",
                          f"{predictions.probs[index, predictions.labels[index]]:.6f}"])
-    write_text_atomic(folder / f"{split}_mistakes.csv", buffer.getvalue())
+    write_text_atomic(folder.mistakes_file(split), buffer.getvalue())
 
 
 def _save_npz(tmp: Path, arrays: dict) -> None:
@@ -55,12 +54,12 @@ def _save_npz(tmp: Path, arrays: dict) -> None:
         np.savez_compressed(handle, **arrays)
 
 
-def load_split_predictions(out_dir: Path) -> dict[str, SplitPredictions]:
-    """Every split saved under `out_dir`/predictions, in train, val, test order."""
-    folder = Path(out_dir) / "predictions"
+def load_split_predictions(folder: RunFolder) -> dict[str, SplitPredictions]:
+    """Every split saved in the folder, in train, val, test order."""
     found = {}
     order = {"train": 0, "val": 1, "test": 2}
-    for file in sorted(folder.glob("*.npz"), key=lambda f: (order.get(f.stem, 3), f.stem)):
+    files = sorted(folder.predictions_dir.glob("*.npz"), key=lambda f: (order.get(f.stem, 3), f.stem))
+    for file in files:
         with np.load(file, allow_pickle=False) as stored:
             paths = stored["paths"].tolist() if "paths" in stored else None
             found[file.stem] = SplitPredictions(stored["probs"], stored["labels"], paths)

@@ -8,17 +8,17 @@ from pathlib import Path
 
 from imgcls.data.cache import images_fingerprint
 from imgcls.errors import ImgclsError
+from imgcls.plan import TrainPlan
+from imgcls.run_files import RunFolder
 
-HEAD_FILE = "head.safetensors"
 
-
-def feature_cache_key(model_cfg, bundle, mean, std) -> str:
+def feature_cache_key(model_cfg, bundle, plan: TrainPlan) -> str:
     """Identifies the features: architecture, weights file (path, size, mtime), input and every image."""
     digest = hashlib.sha256()
     weights = Path(model_cfg.weights).expanduser() if model_cfg.weights else None
     weights_id = [str(weights.resolve()), weights.stat().st_size, weights.stat().st_mtime_ns] if weights else None
-    digest.update(json.dumps([model_cfg.name, model_cfg.pretrained, weights_id, bundle.channels, bundle.img_size,
-                              list(mean), list(std), bundle.class_names]).encode())
+    digest.update(json.dumps([model_cfg.name, model_cfg.pretrained, weights_id, plan.channels, plan.img_size,
+                              list(plan.mean), list(plan.std), list(plan.class_names)]).encode())
     for split_name in sorted(bundle.splits):
         split = bundle.splits[split_name]
         digest.update(split_name.encode())
@@ -58,45 +58,40 @@ def extract_features(model, bundle, mean, std, cache_dir: Path, key: str, batch_
     return features
 
 
-def train_linear_probe(model, bundle, config, run_dir: Path, metadata: dict, mean, std, cache_dir: Path,
-                       resume: bool, is_main: bool):
-    """Fit a linear head on cached features; write the full model (backbone + head) to best.safetensors."""
+def train_linear_probe(model, bundle, model_cfg, plan: TrainPlan, run: RunFolder, metadata: dict,
+                       cache_dir: Path, resume: bool, is_main: bool):
+    """Fit a linear head on cached features; write the full model (backbone + head) as the run's weights."""
     import torch
     from torch import nn
 
-    from imgcls.config import resolved_lr, resolved_weight_decay
     from imgcls.data.loader import FeatureDataset, make_loader
     from imgcls.engine.checkpoint import load_weights_into, save_weights
     from imgcls.engine.trainer import fit
-    from imgcls.metrics import positive_index
     from imgcls.models.transfer import param_groups
 
     if not hasattr(model, "reset_classifier"):
-        raise ImgclsError(f"{config.model.name} has no replaceable classifier; --linear-probe needs a timm model "
+        raise ImgclsError(f"{plan.model} has no replaceable classifier; --linear-probe needs a timm model "
                           f"or vit / densenet_se")
-    num_classes = len(bundle.class_names)
+    num_classes = len(plan.class_names)
     model.reset_classifier(0)  # the model now returns the pooled features its classifier would see
-    features = extract_features(model, bundle, mean, std, cache_dir,
-                                feature_cache_key(config.model, bundle, mean, std))
+    features = extract_features(model, bundle, plan.mean, plan.std, cache_dir,
+                                feature_cache_key(model_cfg, bundle, plan))
     head = nn.Linear(features["train"][0].shape[1], num_classes)
-    batch_size, seed = config.train.batch_size, config.train.seed
-    loaders = {"train": make_loader(FeatureDataset(*features["train"]), batch_size, shuffle=True, workers=0,
-                                    seed=seed)}
+    loaders = {"train": make_loader(FeatureDataset(*features["train"]), plan.batch_size, shuffle=True, workers=0,
+                                    seed=plan.seed)}
     for name, split in (("train_eval", "train"), ("val", "val"), ("test", "test")):
         if split in features:
-            loaders[name] = make_loader(FeatureDataset(*features[split]), batch_size * 4, shuffle=False, workers=0,
-                                        seed=seed)
-    lr = resolved_lr(config.optim, batch_size)
-    groups = param_groups(head, lr, resolved_weight_decay(config.optim))
-    result = fit(head, loaders, config, run_dir, {"linear_head_of": config.model.name}, bundle.class_names, groups,
-                 resume=resume, shuffle_generator=loaders["train"].generator, weights_name=HEAD_FILE,
-                 positive_class=positive_index(bundle.class_names, config.train.positive_class))
-    load_weights_into(head, run_dir / HEAD_FILE)
+            loaders[name] = make_loader(FeatureDataset(*features[split]), plan.batch_size * 4, shuffle=False,
+                                        workers=0, seed=plan.seed)
+    groups = param_groups(head, plan.lr, plan.weight_decay)
+    result = fit(head, loaders, plan, run, {"linear_head_of": plan.model}, groups, resume=resume,
+                 shuffle_generator=loaders["train"].generator, weights_file=run.head_weights_file)
+    load_weights_into(head, run.head_weights_file)
     model.reset_classifier(num_classes)
     with torch.no_grad():
         classifier = model.get_classifier()
         classifier.weight.copy_(head.weight)
         classifier.bias.copy_(head.bias)
     if is_main:
-        save_weights(model.cpu(), run_dir / "best.safetensors", metadata)
+        save_weights(model.cpu(), run.weights_file, metadata)
     return result

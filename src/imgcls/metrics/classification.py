@@ -1,4 +1,5 @@
-"""Classification metrics from logits, computed with torchmetrics on whole tensors."""
+"""Classification metrics from logits, computed with torchmetrics on whole tensors; which are better lower;
+their display names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ SCALAR_ORDER = (
     "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "precision_weighted", "recall_weighted",
     "specificity_weighted", "f1_weighted", "mcc", "cohen_kappa", "roc_auc", "pr_auc", "ece",
 )
-LOWER_IS_BETTER = frozenset({"loss"})
+LOWER_IS_BETTER = frozenset({"loss", "error_rate", "ece"})
+METRIC_LABELS = {
+    "accuracy": "accuracy", "error_rate": "error rate", "top5_accuracy": "top-5 accuracy",
+    "balanced_accuracy": "balanced accuracy", "loss": "loss", "sensitivity": "sensitivity",
+    "specificity": "specificity", "precision": "precision", "f1": "F1", "precision_macro": "precision (macro)",
+    "recall_macro": "sensitivity / recall (macro)",
+    "specificity_macro": "specificity (macro)", "f1_macro": "F1 (macro)",
+    "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
+    "specificity_weighted": "specificity (weighted)", "f1_weighted": "F1 (weighted)", "mcc": "MCC",
+    "cohen_kappa": "Cohen's kappa", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC (average precision)",
+    "ece": "calibration error (ECE)",
+}
 
 
 def compute_metrics(logits, targets, class_names: list[str], positive_class: int = 1, resamples: int = 1000,
@@ -25,72 +37,71 @@ def compute_metrics(logits, targets, class_names: list[str], positive_class: int
     averages over the classes that occur in `targets` (undefined for a class with no positives).
     """
     import torch
-    import torch.nn.functional as F
     from torchmetrics.functional import classification as tmc
 
-    logits = logits.float()
-    targets = targets.long()
+    logits, targets = logits.float(), targets.long()
     num_classes = len(class_names)
     probs = logits.softmax(dim=1)
-    common = {"num_classes": num_classes}
-
-    def per_class_and_averages(metric):
-        per_class = metric(probs, targets, average="none", **common)
-        macro = metric(probs, targets, average="macro", **common)
-        weighted = metric(probs, targets, average="weighted", **common)
-        return per_class, macro, weighted
-
-    precision, precision_macro, precision_weighted = per_class_and_averages(tmc.multiclass_precision)
-    recall, recall_macro, recall_weighted = per_class_and_averages(tmc.multiclass_recall)
-    specificity, specificity_macro, specificity_weighted = per_class_and_averages(tmc.multiclass_specificity)
-    f1, f1_macro, f1_weighted = per_class_and_averages(tmc.multiclass_f1_score)
-    support = torch.bincount(targets, minlength=num_classes)
-
-    scalars = {
-        "accuracy": tmc.multiclass_accuracy(probs, targets, average="micro", **common),
-        "balanced_accuracy": recall_macro,
-        "loss": F.cross_entropy(logits, targets),
-        "precision_macro": precision_macro,
-        "recall_macro": recall_macro,
-        "specificity_macro": specificity_macro,
-        "f1_macro": f1_macro,
-        "precision_weighted": precision_weighted,
-        "recall_weighted": recall_weighted,
-        "specificity_weighted": specificity_weighted,
-        "f1_weighted": f1_weighted,
-        "mcc": tmc.multiclass_matthews_corrcoef(probs.argmax(1), targets, **common),
-        "cohen_kappa": tmc.multiclass_cohen_kappa(probs.argmax(1), targets, **common),
-        "roc_auc": _ranking_area("roc", probs, targets, num_classes, positive_class),
-        "pr_auc": _ranking_area("pr", probs, targets, num_classes, positive_class),
-        "ece": tmc.multiclass_calibration_error(probs, targets, n_bins=15, norm="l1", **common),
-    }
-    scalars["error_rate"] = 1.0 - scalars["accuracy"]
-    if num_classes == 2:
-        scalars.update(sensitivity=recall[positive_class], specificity=recall[1 - positive_class],
-                       precision=precision[positive_class], f1=f1[positive_class])
-    if num_classes >= 5:
-        scalars["top5_accuracy"] = tmc.multiclass_accuracy(probs, targets, average="micro", top_k=5, **common)
+    stats = _class_stats(probs, targets, num_classes)
+    scalars = _scalars(logits, probs, targets, num_classes, positive_class, stats)
     result = {name: {"value": _number(scalars[name])} for name in SCALAR_ORDER if name in scalars}
     if resamples > 0 and targets.numel() > 1:
-        from imgcls.bootstrap import bootstrap_intervals
+        from imgcls.metrics.bootstrap import bootstrap_intervals
 
         for name, interval in bootstrap_intervals(probs, targets, positive_class, resamples, seed).items():
             result[name]["ci95"] = None if interval is None else [float(interval[0]), float(interval[1])]
     if num_classes == 2:
         result["positive_class"] = class_names[positive_class]
-    result["per_class"] = {
-        name: {
-            "precision": _number(precision[i]),
-            "recall": _number(recall[i]),
-            "specificity": _number(specificity[i]),
-            "f1": _number(f1[i]),
-            "support": int(support[i]),
-        }
-        for i, name in enumerate(class_names)
-    }
-    result["confusion_matrix"] = tmc.multiclass_confusion_matrix(probs, targets, **common).tolist()
+    result["per_class"] = _per_class(class_names, stats["precision"][0], stats["recall"][0],
+                                     stats["specificity"][0], stats["f1"][0], torch.bincount(targets, minlength=num_classes))
+    result["confusion_matrix"] = tmc.multiclass_confusion_matrix(probs, targets, num_classes=num_classes).tolist()
     result["num_samples"] = int(targets.numel())
     return result
+
+
+def _class_stats(probs, targets, num_classes: int) -> dict[str, tuple]:
+    """{precision, recall, specificity, f1: (per class, macro average, weighted average)}."""
+    from torchmetrics.functional import classification as tmc
+
+    functions = {"precision": tmc.multiclass_precision, "recall": tmc.multiclass_recall,
+                 "specificity": tmc.multiclass_specificity, "f1": tmc.multiclass_f1_score}
+    return {name: tuple(metric(probs, targets, average=average, num_classes=num_classes)
+                        for average in ("none", "macro", "weighted")) for name, metric in functions.items()}
+
+
+def _scalars(logits, probs, targets, num_classes: int, positive_class: int, stats: dict) -> dict:
+    """Every scalar metric, by name (tensors or floats)."""
+    import torch.nn.functional as F
+    from torchmetrics.functional import classification as tmc
+
+    common = {"num_classes": num_classes}
+    predicted = probs.argmax(1)
+    scalars = {
+        "accuracy": tmc.multiclass_accuracy(probs, targets, average="micro", **common),
+        "balanced_accuracy": stats["recall"][1],
+        "loss": F.cross_entropy(logits, targets),
+        "mcc": tmc.multiclass_matthews_corrcoef(predicted, targets, **common),
+        "cohen_kappa": tmc.multiclass_cohen_kappa(predicted, targets, **common),
+        "roc_auc": _ranking_area("roc", probs, targets, num_classes, positive_class),
+        "pr_auc": _ranking_area("pr", probs, targets, num_classes, positive_class),
+        "ece": tmc.multiclass_calibration_error(probs, targets, n_bins=15, norm="l1", **common),
+    }
+    for name in ("precision", "recall", "specificity", "f1"):
+        scalars[f"{name}_macro"], scalars[f"{name}_weighted"] = stats[name][1], stats[name][2]
+    scalars["error_rate"] = 1.0 - scalars["accuracy"]
+    if num_classes == 2:
+        recall, precision, f1 = stats["recall"][0], stats["precision"][0], stats["f1"][0]
+        scalars.update(sensitivity=recall[positive_class], specificity=recall[1 - positive_class],
+                       precision=precision[positive_class], f1=f1[positive_class])
+    if num_classes >= 5:
+        scalars["top5_accuracy"] = tmc.multiclass_accuracy(probs, targets, average="micro", top_k=5, **common)
+    return scalars
+
+
+def _per_class(class_names: list[str], precision, recall, specificity, f1, support) -> dict:
+    return {name: {"precision": _number(precision[i]), "recall": _number(recall[i]),
+                   "specificity": _number(specificity[i]), "f1": _number(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(class_names)}
 
 
 def _ranking_area(kind: str, probs, targets, num_classes: int, positive_class: int):

@@ -1,4 +1,4 @@
-"""Run a model over a loader and gather logits and labels from every process."""
+"""The Accelerator of a run (one per run, whatever ran before in the process) and the process layout."""
 
 from __future__ import annotations
 
@@ -39,36 +39,21 @@ def cpu_only() -> bool:
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-def resolve_precision(precision: str) -> str:
-    """The precision for inference: as asked, or for 'auto' bf16/fp16 on GPUs and fp32 on CPUs."""
-    from imgcls.config import auto_precision_override
-    from imgcls.engine.precision import choose_precision
+def process_state():
+    """This process's place in the job (Accelerate's PartialState: rank, world size, main or not); starts the
+    process group under torchrun / accelerate launch."""
+    from accelerate import PartialState
 
-    return choose_precision(precision, pinned_auto=auto_precision_override())[0]
-
-
-def collect_logits(accelerator, model, loader, tta: bool = False):
-    """Logits (float32, CPU) and labels for every sample of `loader`, in order, gathered across processes.
-
-    With `tta` the prediction is the mean of the probabilities for each image and its horizontal mirror,
-    returned as log-probabilities (so softmax gives that mean back).
-    """
-    import torch
-
-    model.eval()
-    all_logits, all_labels = [], []
-    with torch.inference_mode(), accelerator.autocast():
-        for images, labels in loader:
-            logits = tta_logits(model, images) if tta else model(images)
-            logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
-            all_logits.append(logits.cpu())
-            all_labels.append(labels.cpu())
-    if not all_logits:
-        return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return torch.cat(all_logits), torch.cat(all_labels)
+    return PartialState(cpu=cpu_only())  # cpu=True lets torchrun start multi-process CPU (gloo) runs
 
 
-def tta_logits(model, images):
-    """Log of the mean softmax over `images` and their horizontal mirrors (test-time augmentation)."""
-    probs = model(images).float().softmax(dim=1) + model(images.flip(-1)).float().softmax(dim=1)
-    return (probs / 2).clamp_min(1e-12).log()
+def share_from_main(value):
+    """`value` as computed by the main process, on every process (a no-op in a single process)."""
+    from accelerate.utils import broadcast_object_list
+
+    state = process_state()
+    if state.num_processes == 1:
+        return value
+    box = [value]
+    broadcast_object_list(box)
+    return box[0]

@@ -1,0 +1,185 @@
+"""The verbs besides train: each parses its flags, calls one workflow and prints the result."""
+
+from __future__ import annotations
+
+import argparse
+
+from imgcls.errors import ImgclsError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_recipes(commands) -> None:
+    p = commands.add_parser("recipes", help="list the named training recipes shipped with imgcls",
+                            description="List the recipes for --recipe NAME: what each trains and what it reaches.")
+    p.set_defaults(handler=_run_recipes)
+
+
+def _run_recipes(args) -> int:
+    from imgcls.workflows import recipes
+
+    for name, recipe in recipes().items():
+        print(f"{name}\n  {recipe['description']}\n  expected: {recipe['expected']}\n  file: {recipe['file']}")
+    return 0
+
+
+def add_eval(commands) -> None:
+    p = commands.add_parser("eval", help="metrics of a trained run on any dataset",
+                            description="Evaluate a run on its own data or on any DATA with the same classes.")
+    p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
+    p.add_argument("data", nargs="?", metavar="DATA", help="dataset (default: the run's own)")
+    p.add_argument("--split", help="val | test | all (default: test if present, else val; 'all' for new data)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--data-root")
+    p.add_argument("--positive-class", help="two-class data: the positive class (default: the run's)")
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from imgcls.console import get_console
+    from imgcls.report.tables import print_metrics
+    from imgcls.workflows import evaluate
+
+    metrics = evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers,
+                       data_root=args.data_root, positive_class=args.positive_class)
+    split = metrics["split"]
+    print_metrics({split: metrics}, title=f"metrics on {args.data or 'the run data'}, split {split}")
+    if "written_to" in metrics:
+        get_console().print(f"metrics, predictions, plots and report.html written to {metrics['written_to']}")
+    return 0
+
+
+def add_report(commands) -> None:
+    p = commands.add_parser("report", help="(re)build the self-contained HTML report of a run",
+                            description="Redraw the plots that a run's files allow (curves, confusion matrices, "
+                            "ROC/PR, reliability) and write RUN/report.html.")
+    p.add_argument("run", metavar="RUN", help="run folder (or one of its eval/<name> folders)")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args) -> int:
+    from imgcls.console import get_console
+    from imgcls.workflows import report
+
+    get_console().print(f"report: {report(args.run)}")
+    return 0
+
+
+def add_compare(commands) -> None:
+    p = commands.add_parser("compare", help="metrics of several runs side by side, with overlaid val curves",
+                            description="Compare runs: a terminal table of their metrics (with 95%% intervals) "
+                            "and an HTML page with the table and overlaid validation curves.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
+    p.add_argument("--split", help="split to compare (default: test if every run has it, else val)")
+    p.add_argument("--out", metavar="FILE.html", help="HTML page to write (default: next to the first run)")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args) -> int:
+    from imgcls.console import get_console
+    from imgcls.workflows import compare
+
+    get_console().print(f"comparison page: {compare(args.runs, args.split, args.out)}")
+    return 0
+
+
+def add_data(commands, parser_class) -> None:
+    p = commands.add_parser("data", help="look at a dataset: sample grid per class",
+                            description="Tools for a dataset before training.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=parser_class, required=True)
+    show = actions.add_parser("show", help="write a PNG grid of random images of every class",
+                              description="Write a grid of random images per class of DATA (a folder or a built-in "
+                              "dataset) to a PNG file.")
+    show.add_argument("data", metavar="DATA", help="dataset folder or built-in name")
+    show.add_argument("--out", metavar="FILE.png", help="where to write (default <data>-samples.png here)")
+    show.add_argument("--split", default="train", help="train | val | test (default train)")
+    show.add_argument("--per-class", type=positive_int, default=8, help="images per class (default 8)")
+    show.add_argument("--img-size", type=positive_int, help="decode size (default: native, 224 px for folders)")
+    show.add_argument("--data-root", help="where built-in datasets are stored")
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(handler=_run_data_show)
+
+
+def _run_data_show(args) -> int:
+    from imgcls.console import get_console
+    from imgcls.workflows import show_data
+
+    path = show_data(args.data, args.out, args.split, args.per_class, args.img_size, args.data_root, args.seed)
+    get_console().print(f"sample grid: {path}")
+    return 0
+
+
+def add_predict(commands) -> None:
+    p = commands.add_parser("predict", help="classify image files or folders",
+                            description="Top-k classes for each image; folders are searched recursively. "
+                            "'imgcls predict RUN IMAGE...' uses a trained run; 'imgcls predict --model NAME "
+                            "--weights FILE IMAGE...' uses an ImageNet-pretrained model as is.")
+    p.add_argument("items", nargs="+", metavar="[RUN] IMAGE|DIR", help="a run folder (unless --model), then images")
+    p.add_argument("--model", help="an ImageNet-pretrained model instead of a run (zero-shot)")
+    p.add_argument("--weights", metavar="FILE", help="with --model: local ImageNet weights")
+    p.add_argument("--pretrained", action="store_true", help="with --model: timm hub weights (online)")
+    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from imgcls.report.tables import print_predictions
+    from imgcls.workflows import load_pretrained, predict
+
+    if args.model:
+        run, inputs = load_pretrained(args.model, args.weights, args.pretrained), args.items
+    else:
+        if args.weights or args.pretrained:
+            raise ImgclsError("--weights/--pretrained go with --model NAME; a run folder carries its own weights")
+        if len(args.items) < 2:
+            raise ImgclsError("pass a run folder and at least one image or folder: imgcls predict RUN IMAGE...")
+        run, inputs = args.items[0], args.items[1:]
+    results = predict(run, inputs, topk=args.topk, batch_size=args.batch_size)
+    print_predictions(results, args.format)
+    return 1 if all("error" in result for result in results) else 0
+
+
+def add_models(commands) -> None:
+    p = commands.add_parser("models", help="list built-in and timm model names",
+                            description="List model names; PATTERN is a word found anywhere in the name ('vit') "
+                            "or a shell wildcard ('vit_*').")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN")
+    p.add_argument("--pretrained", action="store_true", help="only timm models with hub weights")
+    p.set_defaults(handler=_run_models)
+
+
+def _run_models(args) -> int:
+    from imgcls.workflows import list_models
+
+    for name, mark in list_models(args.pattern, pretrained=args.pretrained):
+        print(f"{name}\t{mark}" if mark else name)
+    return 0
+
+
+def add_summary(commands) -> None:
+    p = commands.add_parser("summary", help="layer table, parameters and MACs of a model (torchinfo)",
+                            description="Print a model's layers, output shapes, parameters and multiply-adds.")
+    p.add_argument("model", metavar="MODEL", help="built-in or timm model name")
+    p.add_argument("--img-size", type=positive_int, help="input size (default: the model's own)")
+    p.add_argument("--in-chans", type=int, choices=(1, 3), default=3)
+    p.add_argument("--num-classes", type=positive_int, default=1000)
+    p.add_argument("--depth", type=positive_int, default=3, help="how many levels of nested layers to show")
+    p.set_defaults(handler=_run_summary)
+
+
+def _run_summary(args) -> int:
+    from imgcls.workflows import summary
+
+    print(summary(args.model, args.num_classes, args.in_chans, args.img_size, args.depth))
+    return 0

@@ -1,0 +1,57 @@
+"""The one batched inference path: a model over batches of images, plain or with test-time augmentation, in
+the run's precision. Evaluation (gathered across processes), prediction on files and, later, export parity
+and serving all go through it."""
+
+from __future__ import annotations
+
+
+def inference_precision(requested: str, pinned_auto: str | None = None) -> str:
+    """The precision to infer in: as asked, or for 'auto' bf16/fp16 on GPUs and fp32 on CPUs (unless pinned)."""
+    from imgcls.engine.precision import choose_precision
+
+    return choose_precision(requested, pinned_auto=pinned_auto)[0]
+
+
+def tta_logits(model, images):
+    """Log of the mean softmax over `images` and their horizontal mirrors (test-time augmentation)."""
+    probs = model(images).float().softmax(dim=1) + model(images.flip(-1)).float().softmax(dim=1)
+    return (probs / 2).clamp_min(1e-12).log()
+
+
+def batch_logits(model, images, tta: bool = False):
+    """Logits of one batch (log-probabilities with `tta`), float32."""
+    return tta_logits(model, images) if tta else model(images).float()
+
+
+def collect_logits(accelerator, model, loader, tta: bool = False):
+    """Logits (float32, CPU) and labels for every sample of `loader`, in order, gathered across processes.
+
+    With `tta` the prediction is the mean of the probabilities for each image and its horizontal mirror,
+    returned as log-probabilities (so softmax gives that mean back).
+    """
+    import torch
+
+    model.eval()
+    all_logits, all_labels = [], []
+    with torch.inference_mode(), accelerator.autocast():
+        for images, labels in loader:
+            logits, labels = accelerator.gather_for_metrics((batch_logits(model, images, tta), labels))
+            all_logits.append(logits.cpu())
+            all_labels.append(labels.cpu())
+    if not all_logits:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def predict_probabilities(model, batches, tta: bool = False, precision: str = "fp32"):
+    """Class probabilities (float32, CPU) of normalized image batches, one process, no gathering."""
+    import torch
+
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16"
+                                                else torch.float16, enabled=precision != "fp32"):
+        for images in batches:
+            out.append(batch_logits(model, images.to(device), tta).softmax(dim=1).cpu())
+    return torch.cat(out) if out else torch.empty(0)

@@ -1,0 +1,137 @@
+"""The plan: every value a training run uses, decided once from what the user asked (the config), what the
+data is (classes, channels, native size) and what the model expects (its defaults), then frozen.
+
+config.yaml keeps what the user asked; plan.json, written beside it, keeps what was decided and why (`notes`).
+Everything after planning reads the plan: nothing downstream re-derives a learning rate or an image size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from imgcls.config import Config, DataConfig
+from imgcls.errors import ImgclsError
+
+SGD_REFERENCE_BATCH = 256  # SGD's default learning rate is 0.1 per 256 images of global batch (Goyal et al.)
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "adam": 0.0, "sgd": 5e-4}
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    # data and input
+    source: str
+    class_names: tuple[str, ...]
+    img_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    augment: str
+    crop_padding: int
+    hflip: bool
+    workers: int
+    # model
+    model: str
+    linear_probe: bool
+    freeze_epochs: int
+    backbone_lr_scale: float
+    # optimisation
+    epochs: int
+    batch_size: int  # per process
+    world_size: int  # processes (GPUs, or CPU processes under torchrun)
+    global_batch_size: int  # batch_size x world_size: what one optimizer step sees
+    optimizer: str
+    lr: float  # peak learning rate
+    weight_decay: float
+    momentum: float
+    scheduler: str
+    warmup_epochs: float
+    min_lr_ratio: float
+    step_epochs: int
+    step_gamma: float
+    label_smoothing: float
+    # the run
+    precision: str
+    precision_reason: str
+    channels_last: bool
+    compile: bool
+    tta: bool
+    monitor: str | None  # None without a validation split: the last epoch is kept
+    patience: int
+    positive_class: int  # two-class data: index of the class whose sensitivity etc. are reported
+    seed: int
+    notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainPlan":
+        """A plan read back from plan.json (lists become tuples again)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
+                  if key in known}
+        return cls(**values)
+
+
+def input_size(data: DataConfig, defaults, native_size: int | None, model: str) -> tuple[int, str]:
+    """The image side a run uses, and why: --img-size, else a built-in dataset's native size, else the
+    model's declared input size; never below the model's minimum (LeNet-5 needs 32)."""
+    minimum = defaults.min_input_size
+    if data.img_size is not None:
+        if minimum and data.img_size < minimum:
+            raise ImgclsError(f"image size {data.img_size} is below the {minimum} px that {model} needs; "
+                              f"use --img-size {minimum} or more, or another --model")
+        return data.img_size, "asked for"
+    if native_size is not None:
+        if minimum and native_size < minimum:
+            return minimum, f"the data's {native_size} px resized up to the {minimum} px {model} needs"
+        return native_size, "the dataset's native size"
+    return defaults.input_size, f"{model}'s input size"
+
+
+def learning_rate(optimizer: str, lr: float | None, global_batch_size: int) -> tuple[float, str]:
+    """The peak learning rate and the rule that gave it: as asked; 1e-3 for Adam(W) whatever the batch; for
+    SGD 0.1 x global batch / 256 (linear scaling: more processes, larger steps)."""
+    if lr is not None:
+        return lr, "asked for (not rescaled by the batch size)"
+    if optimizer == "sgd":
+        return 0.1 * global_batch_size / SGD_REFERENCE_BATCH, \
+            f"0.1 x global batch {global_batch_size} / {SGD_REFERENCE_BATCH} (linear scaling)"
+    return 1e-3, f"the {optimizer} default, not scaled by the batch size"
+
+
+def make_plan(config: Config, data, defaults, precision: tuple[str, str], channels_last: bool,
+              world_size: int = 1, img_size_note: str = "asked for") -> TrainPlan:
+    """Freeze every value of a training run. `data` is the DataBundle (classes, channels, size, whether
+    mirroring is allowed), `defaults` the model's ModelDefaults, `precision` (name, reason) as agreed by the
+    processes."""
+    from imgcls.metrics import positive_index
+
+    data_cfg, optim, train, model = config.data, config.optim, config.train, config.model
+    notes = {"img_size": img_size_note}
+    global_batch = train.batch_size * world_size
+    lr, notes["lr"] = learning_rate(optim.optimizer, optim.lr, global_batch)
+    weight_decay = optim.weight_decay if optim.weight_decay is not None else DEFAULT_WEIGHT_DECAY[optim.optimizer]
+    hflip = data_cfg.hflip and data.hflip_ok
+    tta = train.tta and hflip
+    if train.tta and not tta:
+        notes["tta"] = f"off: {data.source} must not be mirrored (--no-hflip or digits)"
+    mean, std = defaults.normalization(data.channels)
+    return TrainPlan(
+        source=data.source, class_names=tuple(data.class_names), img_size=data.img_size, channels=data.channels,
+        mean=tuple(mean), std=tuple(std), interpolation=defaults.interpolation, augment=data_cfg.augment,
+        crop_padding=max(1, data.img_size // 8) if data_cfg.crop_padding is None else data_cfg.crop_padding,
+        hflip=hflip, workers=data_cfg.workers, model=model.name, linear_probe=model.linear_probe,
+        freeze_epochs=train.epochs if model.freeze_backbone else model.freeze_epochs,
+        backbone_lr_scale=model.backbone_lr_scale, epochs=train.epochs, batch_size=train.batch_size,
+        world_size=world_size, global_batch_size=global_batch, optimizer=optim.optimizer, lr=lr,
+        weight_decay=weight_decay, momentum=optim.momentum, scheduler=optim.scheduler,
+        warmup_epochs=optim.warmup_epochs, min_lr_ratio=optim.min_lr_ratio, step_epochs=optim.step_epochs,
+        step_gamma=optim.step_gamma, label_smoothing=optim.label_smoothing, precision=precision[0],
+        precision_reason=precision[1], channels_last=channels_last, compile=train.compile, tta=tta,
+        monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
+        positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed, notes=notes,
+    )

@@ -1,0 +1,123 @@
+"""`imgcls predict` and `imgcls.load`: a trained run (or an ImageNet-pretrained model) applied to image files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgcls.config import Config, config_from_dict
+from imgcls.errors import ImgclsError
+from imgcls.plan import TrainPlan
+from imgcls.run_files import RunFolder
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # torch.nn.Module in eval mode
+    name: str
+    class_names: list[str]
+    in_chans: int
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights_file: Path
+    interpolation: str = "bilinear"
+    tta: bool = False  # predictions average each image and its mirror, as the run was evaluated
+    run: RunFolder | None = None
+    config: Config | None = None  # what the run was asked to do (None for a bare weights file)
+    plan: TrainPlan | None = None  # what it decided (None for runs of imgcls 0.1)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.path if self.run is not None else None
+
+    @property
+    def positive_class(self) -> str | None:
+        """The class whose two-class metrics the run reported (None: the default, the second class)."""
+        if self.plan is not None:
+            return self.plan.class_names[self.plan.positive_class]
+        return self.config.train.positive_class if self.config is not None else None
+
+
+def load(run: str | Path) -> LoadedModel:
+    """A trained model from a run folder (or its best.safetensors), in eval mode, with its classes."""
+    from imgcls.engine.checkpoint import load_weights_into, read_metadata
+    from imgcls.models import create_model
+    from imgcls.run_files import locate_weights
+
+    weights, folder = locate_weights(run)
+    meta = read_metadata(weights)
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"],
+                         img_size=meta["img_size"], **meta.get("options", {}))
+    load_weights_into(model, weights)
+    model.eval()
+    config = plan = None
+    if folder is not None:
+        values = folder.read_config()
+        config = config_from_dict(values, str(folder.config_file)) if values is not None else None
+        saved_plan = folder.read_plan()
+        plan = TrainPlan.from_dict(saved_plan) if saved_plan is not None else None
+    tta = plan.tta if plan is not None else bool(config and config.train.tta)
+    return LoadedModel(model, meta["model"], list(meta["class_names"]), int(meta["in_chans"]), int(meta["img_size"]),
+                       tuple(meta["mean"]), tuple(meta["std"]), weights, meta.get("interpolation", "bilinear"), tta,
+                       folder, config, plan)
+
+
+def load_pretrained(name: str, weights: str | None = None, pretrained: bool = False) -> LoadedModel:
+    """An ImageNet-pretrained model used as is (zero-shot), labelled with ImageNet class names."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    from imgcls.models import create_model
+    from imgcls.models.registry import model_defaults
+
+    if weights is None and not pretrained:
+        raise ImgclsError("predicting with --model needs its weights: pass --weights FILE or --pretrained")
+    probe = create_model(name, num_classes=1000)
+    num_classes = getattr(probe, "num_classes", 1000)
+    model = create_model(name, num_classes=num_classes, weights=weights, pretrained=pretrained)
+    model.eval()
+    subset = infer_imagenet_subset(model) or "imagenet-1k"
+    info = ImageNetInfo(subset)
+    class_names = [info.index_to_description(index) for index in range(num_classes)]
+    defaults = model_defaults(name)
+    mean, std = defaults.normalization(3)
+    return LoadedModel(model, name, class_names, 3, defaults.input_size, mean, std,
+                       Path(weights) if weights else Path(name), defaults.interpolation)
+
+
+def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64,
+            precision: str = "auto") -> list[dict]:
+    """Top-k classes for every image file (folders are searched recursively); batched.
+
+    Returns one dict per file: {"path", "predictions": [{"class", "probability"}, ...]} or {"path", "error"}.
+    """
+    from imgcls.config import auto_precision_override
+    from imgcls.data.folders import image_files
+    from imgcls.data.images import decode_files
+    from imgcls.data.transforms import normalize_batch
+    from imgcls.engine.inference import inference_precision, predict_probabilities
+
+    if topk < 1:
+        raise ImgclsError(f"--topk must be at least 1, got {topk}")
+    loaded = run if isinstance(run, LoadedModel) else load(run)
+    precision = inference_precision(precision, auto_precision_override())
+    topk = min(topk, len(loaded.class_names))
+    files = image_files(inputs)
+    results: list[dict] = [{"path": str(path)} for path in files]
+    for start in range(0, len(files), batch_size):
+        images, positions, errors = decode_files(files[start:start + batch_size], loaded.img_size, loaded.in_chans,
+                                                 loaded.interpolation)
+        for position, reason in errors.items():
+            results[start + position]["error"] = reason
+        if not positions:
+            continue
+        probs = predict_probabilities(loaded.model, [normalize_batch(images, loaded.mean, loaded.std)], loaded.tta,
+                                      precision)
+        top_probs, top_indices = probs.topk(topk, dim=1)
+        for row, position in enumerate(positions):
+            results[start + position]["predictions"] = [
+                {"class": loaded.class_names[int(index)], "probability": float(prob)}
+                for prob, index in zip(top_probs[row], top_indices[row])
+            ]
+    return results

@@ -1,0 +1,120 @@
+"""The shape of the code (docs/architecture.md): module and function sizes, one owner per run-file name and
+per version string, and layers that import only downward."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import imgcls
+
+PACKAGE = Path(imgcls.__file__).parent
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+ARCHITECTURE = Path(__file__).parents[1] / "docs" / "architecture.md"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _documented_exceptions() -> set[str]:
+    """`module:function` names listed in docs/architecture.md's table of allowed long functions."""
+    return set(re.findall(r"`(imgcls[\w.]*:\w+)`", ARCHITECTURE.read_text()))
+
+
+def test_no_module_over_400_lines():
+    long = {_module_name(path): n for path in SOURCES if (n := len(path.read_text().splitlines())) > 400}
+    assert not long
+
+
+def test_no_function_over_60_lines_unless_documented():
+    allowed = _documented_exceptions()
+    long = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                name = f"{_module_name(path)}:{node.name}"
+                if length > 60 and name not in allowed:
+                    long.append((name, length))
+    assert not long
+
+
+RUN_FILE_NAMES = ("config.yaml", "plan.json", "classes.json", "history.csv", "metrics.json", "best.safetensors",
+                  "head.safetensors", "run.json", "report.html", "skipped.txt", "trainer_state.json")
+
+
+def test_every_run_file_name_is_spelled_in_one_module():
+    owners = {}
+    for path in SOURCES:
+        text = path.read_text()
+        for name in RUN_FILE_NAMES:
+            if f'"{name}"' in text or f"'{name}'" in text:
+                owners.setdefault(name, set()).add(_module_name(path))
+    assert set(owners) == set(RUN_FILE_NAMES)
+    assert all(modules == {"imgcls.run_files.layout"} for modules in owners.values()), owners
+
+
+FIGURE_NAME = re.compile(r"[\"'](?:loss|accuracy|samples|patches|filters|filter_responses)\.png[\"']"
+                         r"|[\"'](?:confusion|roc|pr|reliability|mistakes)_\{")
+
+
+def test_every_figure_name_is_spelled_in_the_catalog_only():
+    spelled = {_module_name(path) for path in SOURCES if FIGURE_NAME.search(path.read_text())}
+    assert spelled == {"imgcls.report.catalog"}
+
+
+def test_the_version_is_defined_once():
+    definitions = [path for path in SOURCES if re.search(r"^__version__\s*=", path.read_text(), re.M)]
+    assert [_module_name(path) for path in definitions] == ["imgcls"]
+    pyproject = (PACKAGE.parents[1] / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and "version = {attr" in pyproject
+
+
+# who may import whom (docs/architecture.md); a layer not listed imports only the shared leaves
+SHARED = {"imgcls", "imgcls.errors", "imgcls.console", "imgcls.atomic", "imgcls.environment"}
+MAY_IMPORT = {
+    "config": {"recipes"},
+    "recipes": {"config"},
+    "data": {"config"},
+    "models": set(),
+    "metrics": set(),
+    "run_files": {"config", "plan"},
+    "plan": {"config", "metrics"},
+    "engine": {"config", "plan", "metrics", "run_files", "data", "models"},
+    "report": {"metrics", "run_files", "data"},
+    "workflows": {"config", "plan", "data", "models", "engine", "metrics", "run_files", "report", "recipes"},
+    "cli": {"workflows", "report", "config", "recipes"},
+}
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("imgcls") and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("imgcls"))
+    return found
+
+
+def test_layers_import_only_what_the_architecture_allows():
+    wrong = []
+    for path in SOURCES:
+        module = _module_name(path)
+        layer = _layer(module)
+        if layer not in MAY_IMPORT:
+            continue
+        for imported in _imports(path):
+            target = _layer(imported)
+            if imported in SHARED or target == layer or target in MAY_IMPORT[layer]:
+                continue
+            wrong.append(f"{module} imports {imported}")
+    assert not wrong
