@@ -85,7 +85,8 @@ MAY_IMPORT = {
     "plan": {"config", "metrics"},
     "engine": {"config", "plan", "metrics", "run_files", "data", "models"},
     "report": {"metrics", "run_files", "data"},
-    "workflows": {"config", "plan", "data", "models", "engine", "metrics", "run_files", "report", "recipes"},
+    "serve": {"data", "engine"},
+    "workflows": {"config", "plan", "data", "models", "engine", "metrics", "run_files", "report", "recipes", "serve"},
     "cli": {"workflows", "report", "config", "recipes"},
 }
 

@@ -7,8 +7,8 @@ from imgcls.errors import ImgclsError
 
 __version__ = "0.1.0"  # the one definition (pyproject.toml reads it)
 
-_WORKFLOWS = ("train", "evaluate", "predict", "load", "load_pretrained", "compare", "report", "show_data",
-              "summary", "recipes", "TrainOutcome", "LoadedModel")
+_WORKFLOWS = ("train", "evaluate", "predict", "load", "load_pretrained", "explain", "export", "compare", "report",
+              "show_data", "summary", "recipes", "TrainOutcome", "LoadedModel")
 _MODELS = ("create_model", "register")
 __all__ = ["ImgclsError", "RunFolder", "TrainPlan", "list_models", *_WORKFLOWS, *_MODELS]
 

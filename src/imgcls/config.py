@@ -74,6 +74,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory for convolutional models (faster oneDNN / cuDNN kernels)
     compile: bool = False  # torch.compile the model (inductor): pays a compile once, faster steps after
     tta: bool = False  # evaluate and predict on each image and its mirror, averaging the probabilities
+    report: bool = True  # draw the figures and report.html at the end (off: metrics and predictions only)
     monitor: str = "accuracy"
     patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
     positive_class: str | None = None  # two-class data: the class whose sensitivity etc. is reported (default 2nd)
@@ -298,6 +299,20 @@ def default_cache_dir() -> Path:
 def default_data_root() -> Path:
     """Where built-in datasets live when --data-root is not given: <cache folder>/datasets."""
     return default_cache_dir() / "datasets"
+
+
+COLLECTIVE_TIMEOUT_ENV = "IMGCLS_COLLECTIVE_TIMEOUT_S"  # how long a rank waits for the others in a collective
+DEFAULT_COLLECTIVE_TIMEOUT_S = 900
+
+
+def collective_timeout_s() -> float:
+    """Seconds a process of a distributed job waits in a collective before failing (default 900)."""
+    value = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    try:
+        return float(value) if value else DEFAULT_COLLECTIVE_TIMEOUT_S
+    except ValueError:
+        raise ImgclsError(f"{COLLECTIVE_TIMEOUT_ENV}={value} is not a number of seconds; set it to e.g. 600") \
+            from None
 
 
 def auto_precision_override() -> str | None:

@@ -135,3 +135,17 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
         positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed, notes=notes,
     )
+
+
+def for_world_size(plan: TrainPlan, world_size: int) -> TrainPlan:
+    """The same run continued on another number of processes: the global batch is kept, so the steps per
+    epoch, the schedule and the learning rate stay as planned; each process takes a share of the batch."""
+    if world_size == plan.world_size:
+        return plan
+    if plan.global_batch_size % world_size:
+        raise ImgclsError(f"the run's global batch of {plan.global_batch_size} images does not split evenly over "
+                          f"{world_size} processes; resume it with a number of processes that divides it")
+    notes = {**plan.notes, "world_size": f"resumed on {world_size} process(es) after {plan.world_size}; "
+                                         f"global batch {plan.global_batch_size} kept"}
+    return dataclasses.replace(plan, world_size=world_size, batch_size=plan.global_batch_size // world_size,
+                               notes=notes)

@@ -20,7 +20,7 @@ def _history(run):
 def _config(fmnist_root, runs_dir, name, epochs, precision):
     return dict(source="fashion-mnist", data_root=str(fmnist_root), model="multilayer_cnn", max_per_class=60,
                 epochs=epochs, batch_size=32, workers=0, runs_dir=str(runs_dir), name=name, augment="light",
-                precision=precision)
+                precision=precision, report=False)
 
 
 # Bit-for-bit comparisons name their precision: each is exact within itself, and both must be.

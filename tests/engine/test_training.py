@@ -7,7 +7,7 @@ import imgcls
 
 def _train(fmnist_root, tmp_path, **overrides):
     settings = dict(source="fashion-mnist", data_root=str(fmnist_root), model="multilayer_cnn", max_per_class=40,
-                    batch_size=32, workers=0, runs_dir=str(tmp_path))
+                    batch_size=32, workers=0, runs_dir=str(tmp_path), report=False)
     settings.update(overrides)
     return imgcls.train(**settings)
 

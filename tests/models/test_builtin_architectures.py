@@ -52,17 +52,19 @@ def test_densenet_se_applies_the_excitation():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [
-    ("mlp", []), ("onecnn", []), ("multilayer_cnn", []), ("lenet", ["--img-size", "32"]),
+    ("mlp", []), ("onecnn", []), ("multilayer_cnn", []), ("lenet", []),  # LeNet-5: resized to its 32 px
     ("vit", []), ("vit_keras_cifar10", ["--img-size", "36"]), ("vit_b16", ["--img-size", "32"]),
     ("densenet_se", ["--img-size", "32"]),
 ])
 def test_every_builtin_trains_an_epoch_through_the_cli(name, extra, fmnist_root, tmp_path):
     result = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", name, "--epochs", "1",
                      "--max-per-class", "6", "--batch-size", "16", "--workers", "0", "--runs-dir", str(tmp_path),
-                     "--name", "run", *extra)
+                     "--name", "run", "--no-report", *extra)
     assert result.returncode == 0, result.stderr[-1500:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test"]["num_samples"] == 60
+    if name == "lenet":
+        assert json.loads((tmp_path / "run" / "plan.json").read_text())["img_size"] == 32
 
 
 @pytest.mark.slow
@@ -70,7 +72,7 @@ def test_vit_options_from_the_command_line_and_unknown_options(fmnist_root, tmp_
     result = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "vit", "--epochs", "1",
                      "--max-per-class", "4", "--workers", "0", "--runs-dir", str(tmp_path), "--name", "vit7",
                      "--model-option", "patch_size=7", "--model-option", "pool=cls",
-                     "--model-option", "head_hidden=[32]", "--model-option", "depth=2")
+                     "--model-option", "head_hidden=[32]", "--model-option", "depth=2", "--no-report")
     assert result.returncode == 0, result.stderr[-1500:]
     model = imgcls.load(tmp_path / "vit7").model
     assert model.grid_size == 4 and model.pool == "cls" and len(model.blocks) == 2

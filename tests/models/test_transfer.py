@@ -13,7 +13,8 @@ from tests.helpers import cli
 def _train(fmnist_root, tmp_path, lite0_weights, **extra):
     settings = dict(source="fashion-mnist", data_root=str(fmnist_root), model="efficientnet_lite0",
                     weights=lite0_weights, img_size=32, max_per_class=8, batch_size=16, workers=0,
-                    runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), warmup_epochs=0)
+                    runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), warmup_epochs=0,
+                    report=False)
     settings.update(extra)
     return imgcls.train(**settings)
 
@@ -62,7 +63,7 @@ def test_linear_probe_caches_features_and_saves_a_whole_model(fmnist_root, tmp_p
     again = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "efficientnet_lite0",
                     "--weights", lite0_weights, "--img-size", "32", "--max-per-class", "8", "--epochs", "1",
                     "--linear-probe", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--recipe", "none",
-                    "--cache-dir", str(tmp_path / "cache"))
+                    "--cache-dir", str(tmp_path / "cache"), "--no-report")
     assert again.returncode == 0, again.stderr
     assert "using cached features" in again.stderr
 

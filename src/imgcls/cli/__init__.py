@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(verbs)
     commands.add_eval(verbs)
     commands.add_predict(verbs)
+    commands.add_export(verbs)
+    commands.add_explain(verbs)
+    commands.add_serve(verbs)
     commands.add_models(verbs)
     commands.add_summary(verbs)
     commands.add_recipes(verbs)
@@ -55,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ImgclsError as error:
-        print(f"imgcls {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # set by torchrun / accelerate launch: say which process failed
+        where = "" if rank == "0" else f" (process {rank})"
+        print(f"imgcls {args.command}: error{where}: {_one_line(error)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader closed the pipe (`imgcls models | head`): stop quietly, as Python's documentation advises

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from imgcls.errors import ImgclsError
 
@@ -123,7 +124,8 @@ def add_predict(commands) -> None:
                             description="Top-k classes for each image; folders are searched recursively. "
                             "'imgcls predict RUN IMAGE...' uses a trained run; 'imgcls predict --model NAME "
                             "--weights FILE IMAGE...' uses an ImageNet-pretrained model as is.")
-    p.add_argument("items", nargs="+", metavar="[RUN] IMAGE|DIR", help="a run folder (unless --model), then images")
+    p.add_argument("items", nargs="+", metavar="[RUN] IMAGE|DIR",
+                   help="a run folder or an exported MODEL.onnx (unless --model), then images")
     p.add_argument("--model", help="an ImageNet-pretrained model instead of a run (zero-shot)")
     p.add_argument("--weights", metavar="FILE", help="with --model: local ImageNet weights")
     p.add_argument("--pretrained", action="store_true", help="with --model: timm hub weights (online)")
@@ -182,4 +184,90 @@ def _run_summary(args) -> int:
     from imgcls.workflows import summary
 
     print(summary(args.model, args.num_classes, args.in_chans, args.img_size, args.depth))
+    return 0
+
+
+def add_export(commands) -> None:
+    p = commands.add_parser("export", help="write a run's model as ONNX or TorchScript",
+                            description="Export the run's best model with its preprocessing and softmax: input "
+                            "a batch of resized images (uint8 by default), output class probabilities; the file's "
+                            "metadata names the classes, input size, channels and mean/std.")
+    p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
+    p.add_argument("--format", default="onnx", help="onnx | torchscript (default onnx)")
+    p.add_argument("--out", metavar="FILE", help="where to write (default RUN/model.onnx or RUN/model.torchscript.pt)")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="a batch axis of any size (default; --no-dynamic-batch fixes it at 2)")
+    p.add_argument("--opset", type=positive_int, help="ONNX opset version (default: the exporter's)")
+    p.add_argument("--input-type", default="uint8", help="uint8 (0-255, normalised inside; default) | float "
+                   "(already normalised with the run's mean/std)")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    from imgcls.console import get_console
+    from imgcls.workflows import export
+
+    path = export(args.run, args.format, args.out, args.dynamic_batch, args.opset, args.input_type)
+    get_console().print(f"exported {args.format}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def add_explain(commands) -> None:
+    p = commands.add_parser("explain", help="what the model looked at: a heat map over each image",
+                            description="Grad-CAM (and Grad-CAM++, EigenCAM) for CNNs and ViTs, attention rollout "
+                            "for ViTs: one overlay PNG per image and a grid of all of them.")
+    p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
+    p.add_argument("--method", default="auto", help="auto | gradcam | gradcam++ | hirescam | eigencam | rollout "
+                   "(ViTs); auto: rollout for ViTs, Grad-CAM for CNNs with global pooling, HiResCAM for others")
+    p.add_argument("--target", metavar="CLASS", help="class (name or index) to explain (default: the predicted one)")
+    p.add_argument("--out", metavar="DIR", help="where to write the figures (default RUN/explain/<method>/)")
+    p.set_defaults(handler=_run_explain)
+
+
+def _run_explain(args) -> int:
+    from rich.markup import escape
+
+    from imgcls.console import get_console
+    from imgcls.workflows import explain
+
+    results = explain(args.run, args.images, args.method, args.target, args.out)
+    console = get_console()
+    for result in results:
+        if "error" in result:
+            console.print(f"{escape(result['path'])}: [red]unreadable[/red] ({escape(result['error'])})")
+        else:
+            console.print(f"{escape(result['path'])}: {escape(result['predicted'])} {result['probability']:.3f} -> "
+                          f"{escape(result['figure'])}")
+    written = [Path(r["figure"]).parent for r in results if "figure" in r]
+    if written:
+        console.print(f"figures and grid.png in {written[0]}")
+    return 1 if all("error" in result for result in results) else 0
+
+
+def add_serve(commands) -> None:
+    p = commands.add_parser("serve", help="an HTTP API and upload page for a run or an exported ONNX model",
+                            description="Serve a model: POST /predict, POST /predict/batch, GET /health, /metadata, "
+                            "/metrics (Prometheus), /docs (OpenAPI) and an upload page at /. Concurrent requests "
+                            "share forward passes (dynamic batching).")
+    p.add_argument("model", metavar="RUN|MODEL.onnx")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=positive_int, default=8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (needed to bind another address)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
+    p.add_argument("--max-batch", type=positive_int, default=32, help="images per forward pass at most (1: no "
+                   "batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    p.add_argument("--max-queue", type=positive_int, default=256, help="images waiting at most; past it, 503")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body (413 past it)")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit (504 past it)")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes returned by default")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args) -> int:
+    from imgcls.workflows import serve
+
+    serve(args.model, args.host, args.port, args.token, args.insecure, args.max_batch, args.max_wait_ms,
+          args.max_upload_mb, args.timeout_s, args.max_queue, args.topk)
     return 0

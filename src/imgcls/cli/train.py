@@ -90,6 +90,9 @@ def _add_run_flags(g) -> None:
                    "bf16 only where a timed step shows it faster (default auto)")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False,
                    help="keep NCHW memory for convolutional nets (channels_last is the default)")
+    g.add_argument("--no-report", dest="report", action="store_const", const=False,
+                   help="skip the figures and report.html (quick experiments; 'imgcls report RUN' draws the curves, "
+                   "confusion matrices and ROC/PR later)")
     g.add_argument("--tta", action="store_const", const=True, help="test-time augmentation: evaluate and predict on "
                    "each image and its mirror, averaging the probabilities")
     g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model (slow first "

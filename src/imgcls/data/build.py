@@ -185,8 +185,9 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize:
                    for name, split in splits.items()}
     elif mode == "ram" and processes == 1:
         decoded = {name: _decode_split(split, resize, channels, workers, skipped) for name, split in splits.items()}
-    else:  # disk, or RAM shared by several processes: one process decodes into the cache, all map it
-        decoded = _from_disk_cache(files, splits, resize, channels, cache_dir, workers, skipped, in_ram=mode == "ram")
+    else:  # disk, or several processes: one decodes into the memory-mapped cache, all share its pages
+        decoded = _from_disk_cache(files, splits, resize, channels, cache_dir, workers, skipped)
+        mode = "disk" if mode == "disk" else f"disk, shared by {processes} processes"
     return DataBundle(str(folder), scan.class_names, channels, img_size, True, decoded, skipped, scan.warnings,
                       cache=mode)
 
@@ -208,7 +209,7 @@ def _without(splits: dict[str, FileSplit], bad: set[str]) -> dict[str, FileSplit
 
 
 def _from_disk_cache(files: list[str], splits: dict[str, FileSplit], resize: tuple[int, str], channels: int,
-                     cache_dir: Path, workers: int, skipped: list, in_ram: bool) -> dict[str, ImageSplit]:
+                     cache_dir: Path, workers: int, skipped: list) -> dict[str, ImageSplit]:
     from imgcls.console import info
 
     img_size, interpolation = resize
@@ -228,8 +229,6 @@ def _from_disk_cache(files: list[str], splits: dict[str, FileSplit], resize: tup
     for name, split in _without(splits, bad).items():
         rows = np.asarray([row_of[str(path)] for path in split.paths], dtype=np.int64)
         images = MappedImages(data_file, tuple(meta["shape"]), rows, meta["key"])
-        if in_ram:
-            images = images[np.arange(len(rows))]
         decoded[name] = ImageSplit(images, _long(split.labels), [str(path) for path in split.paths])
     return decoded
 

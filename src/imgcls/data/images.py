@@ -6,7 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError)  # what PIL raises for a bad file
+from PIL import Image as _Image
+
+# What PIL raises for a file that is not a readable image (a decompression bomb included).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError, _Image.DecompressionBombError)
+
+
+class ImageTooLarge(ValueError):
+    """More pixels than the caller allows (a decompression bomb: a few KB that decode to gigabytes)."""
 RESAMPLING = ("bilinear", "bicubic")  # how images are resized to the model's input size
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -62,15 +69,19 @@ def to_channels(image, channels: int):
     return image if image.mode == target else image.convert(target)
 
 
-def decode_image(path: Path, size: int, channels: int, interpolation: str = "bilinear") -> np.ndarray:
+def decode_image(path, size: int, channels: int, interpolation: str = "bilinear", formats: list[str] | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
     """Decode, apply EXIF orientation, convert mode, resize the short side to `size` (with `interpolation`)
-    and center-crop.
+    and center-crop. `path` may be a file object; `formats` limits the decoders PIL may use (None: all);
+    an image of more than `max_pixels` is refused before it is decoded (ImageTooLarge).
 
     Returns a (channels, size, size) uint8 array. Raises one of DECODE_ERRORS on broken files.
     """
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
+    with Image.open(path, formats=formats) as image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ImageTooLarge(f"{image.width}x{image.height} pixels is more than the {max_pixels:,} allowed")
         if image.format == "JPEG" and image.mode in ("RGB", "L"):
             image.draft(image.mode, (size, size))  # let libjpeg decode at a reduced scale: much faster
         image = ImageOps.exif_transpose(image)
@@ -90,18 +101,16 @@ def decode_image(path: Path, size: int, channels: int, interpolation: str = "bil
 
 
 def decode_files(paths: list[Path], size: int, channels: int, interpolation: str = "bilinear"):
-    """Decode image files for prediction: a (n, C, S, S) uint8 tensor of the readable ones, their positions
-    in `paths`, and {position: "Type: reason"} for the others."""
-    import torch
-
+    """Decode image files for prediction: a (n, C, S, S) uint8 array of the readable ones, their positions in
+    `paths`, and {position: "Type: reason"} for the others. (NumPy only: ONNX prediction imports no torch.)"""
     from imgcls.errors import describe
 
     decoded, positions, errors = [], [], {}
     for position, path in enumerate(paths):
         try:
-            decoded.append(torch.from_numpy(decode_image(path, size, channels, interpolation)))
+            decoded.append(decode_image(path, size, channels, interpolation))
             positions.append(position)
         except DECODE_ERRORS as error:
             errors[position] = describe(error)
-    images = torch.stack(decoded) if decoded else torch.empty((0, channels, size, size), dtype=torch.uint8)
+    images = np.stack(decoded) if decoded else np.empty((0, channels, size, size), dtype=np.uint8)
     return images, positions, errors

@@ -39,12 +39,23 @@ def cpu_only() -> bool:
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-def process_state():
-    """This process's place in the job (Accelerate's PartialState: rank, world size, main or not); starts the
-    process group under torchrun / accelerate launch."""
+def process_state(timeout_s: float | None = None):
+    """This process's place in the job (Accelerate's PartialState: rank, world size, main or not).
+
+    The first call starts the process group under torchrun / accelerate launch, with `timeout_s` for every
+    collective: a rank that waits longer for the others (one of them hung) fails instead of waiting forever.
+    Non-main processes stop printing (errors excepted).
+    """
+    import datetime
+
     from accelerate import PartialState
 
-    return PartialState(cpu=cpu_only())  # cpu=True lets torchrun start multi-process CPU (gloo) runs
+    from imgcls.console import quiet_unless_main
+
+    options = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+    state = PartialState(cpu=cpu_only(), **options)  # cpu=True lets torchrun start multi-process CPU (gloo) runs
+    quiet_unless_main(state.is_main_process)
+    return state
 
 
 def share_from_main(value):

@@ -21,6 +21,25 @@ def save_weights(model, path: Path, metadata: dict) -> None:
     write_atomic(path, lambda tmp: save_model(model, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)}))
 
 
+def save_best_weights(accelerator, model, path: Path, metadata: dict) -> None:
+    """The best weights of a prepared model; every process calls it, the main process writes.
+
+    A model sharded by FSDP is gathered into one full state dict first (a collective, hence every process);
+    a DDP or single-process model is written from the main process's copy.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        from safetensors.torch import save_file
+
+        state = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
+            write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)}))
+    elif accelerator.is_main_process:
+        save_weights(accelerator.unwrap_model(model), path, metadata)
+
+
 def read_metadata(path: Path) -> dict:
     """The imgcls metadata (model name, classes, image size, normalization) of a weights file."""
     from safetensors import safe_open

@@ -4,12 +4,24 @@ and serving all go through it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 def inference_precision(requested: str, pinned_auto: str | None = None) -> str:
     """The precision to infer in: as asked, or for 'auto' bf16/fp16 on GPUs and fp32 on CPUs (unless pinned)."""
     from imgcls.engine.precision import choose_precision
 
     return choose_precision(requested, pinned_auto=pinned_auto)[0]
+
+
+def top_classes(probabilities, class_names: list[str], topk: int) -> list[list[dict]]:
+    """For each row of (N, K) probabilities, its `topk` classes, most probable first (ties by class order)."""
+    import numpy as np
+
+    probabilities = np.asarray(probabilities)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :min(topk, len(class_names))]
+    return [[{"class": class_names[int(index)], "probability": float(row_probs[index])} for index in row]
+            for row, row_probs in zip(order, probabilities)]
 
 
 def tta_logits(model, images):
@@ -55,3 +67,28 @@ def predict_probabilities(model, batches, tta: bool = False, precision: str = "f
         for images in batches:
             out.append(batch_logits(model, images.to(device), tta).softmax(dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+@dataclass
+class TorchClassifier:
+    """A trained model behind the interface an exported one has (OnnxClassifier): uint8 image batches as
+    decoded in, class probabilities out. Prediction, serving and export parity use it."""
+
+    model: object  # torch.nn.Module in eval mode
+    class_names: list[str]
+    img_size: int
+    in_chans: int
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    tta: bool = False
+    precision: str = "fp32"
+
+    def probabilities(self, images):
+        """(N, K) float32 numpy probabilities of a (N, C, S, S) uint8 numpy batch."""
+        import torch
+
+        from imgcls.data.transforms import normalize_batch
+
+        batch = normalize_batch(torch.from_numpy(images), self.mean, self.std)
+        return predict_probabilities(self.model, [batch], self.tta, self.precision).numpy()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from imgcls.console import get_console
 from imgcls.engine.accelerator import make_accelerator
-from imgcls.engine.checkpoint import load_training_state, load_weights_into, save_training_state, save_weights
+from imgcls.engine.checkpoint import (load_training_state, load_weights_into, save_best_weights,
+                                     save_training_state)
 from imgcls.engine.inference import collect_logits
 from imgcls.engine.optim import build_optimizer, build_scheduler
 from imgcls.errors import ImgclsError
@@ -82,8 +83,8 @@ def fit(model, loaders: dict, plan: TrainPlan, run: RunFolder, weights_metadata:
                "train_accuracy": train_acc, **timing}
         improved = _validate(accelerator, model, eval_loaders.get("val"), plan, monitor, row, state)
         row["epoch_time_s"] = time.perf_counter() - started
-        if improved and accelerator.is_main_process:
-            save_weights(accelerator.unwrap_model(model), weights_file, weights_metadata)
+        if improved:
+            save_best_weights(accelerator, model, weights_file, weights_metadata)
         _end_epoch(accelerator, run, plan, monitor, state, row, improved)
 
     # --- the end: evaluate the best weights on every held-out split ---

@@ -3,6 +3,8 @@ names them (plots and figures write them, the report reads them)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 LOSS = "loss.png"
 ACCURACY = "accuracy.png"
 SAMPLES = "samples.png"
@@ -31,6 +33,19 @@ def mistakes(split: str) -> str:
     return f"mistakes_{split}.png"
 
 
+def looked_at(split: str, correct: bool) -> str:
+    """What the model looked at: its most confident mistakes, or correct examples of each class."""
+    return f"looked_at_{split}_{'correct' if correct else 'mistakes'}.png"
+
+
+EXPLAIN_GRID = "grid.png"  # `imgcls explain`: every image of the call in one figure
+
+
+def explained(index: int, image_name: str) -> str:
+    """`imgcls explain`: the figure of the index-th image (its file stem kept, so it can be found)."""
+    return f"{index:03d}-{Path(image_name).stem}.png"
+
+
 # (section title, [(file name, or a function of the split, caption)]); "{split}" in a caption is the split
 SECTIONS = [
     ("Training curves", [(LOSS, "Loss per epoch, train vs val"), (ACCURACY, "Accuracy per epoch, train vs val")]),
@@ -39,6 +54,9 @@ SECTIONS = [
     ("ROC and precision-recall curves", [(roc, "ROC, {split}"), (precision_recall, "Precision-recall, {split}")]),
     ("Calibration", [(reliability, "Reliability diagram, {split}")]),
     ("Most confident mistakes", [(mistakes, "Most confident mistakes, {split}")]),
+    ("What the model looked at", [(lambda split: looked_at(split, False),
+                                   "Class-activation maps of the most confident mistakes, {split}"),
+                                  (lambda split: looked_at(split, True), "Class-activation maps of correct images per class, {split}")]),
     ("Data", [(SAMPLES, "Random samples of each class")]),
     ("Inside the model", [(PATCHES, "ViT input as a grid of patches"), (FILTERS, "First-layer convolution filters"),
                           (FILTER_RESPONSES, "First-layer filter responses on one image")]),
@@ -48,4 +66,5 @@ WIDE = {SAMPLES, PATCHES, FILTER_RESPONSES}  # image grids drawn across the repo
 
 def is_wide(name: str, num_classes: int) -> bool:
     """Figures drawn across the page: image grids, mistakes, and confusion matrices past 20 classes."""
-    return name in WIDE or name.startswith("mistakes_") or (name.startswith("confusion_") and num_classes > 20)
+    return name in WIDE or name.startswith(("mistakes_", "looked_at_")) or \
+        (name.startswith("confusion_") and num_classes > 20)

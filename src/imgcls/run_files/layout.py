@@ -35,6 +35,8 @@ SKIPPED = "skipped.txt"
 PLOTS = "plots"
 PREDICTIONS = "predictions"
 EVALUATIONS = "eval"
+EXPLANATIONS = "explain"
+EXPORTS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # `imgcls export` without --out
 SUMMARY_SCHEMA = 2  # run.json: 1 = imgcls 0.1 (no "schema" key), 2 = "schema" and "kind" added
 
 
@@ -78,6 +80,14 @@ class RunFolder:
     def mistakes_file(self, split: str) -> Path:
         return self.predictions_dir / f"{split}_mistakes.csv"
 
+    def export_file(self, export_format: str) -> Path:
+        """Where `imgcls export --format FORMAT` writes by default."""
+        return self.path / EXPORTS[export_format]
+
+    def explanations_dir(self, method: str) -> Path:
+        """Where `imgcls explain RUN ...` writes its figures without --out: RUN/explain/<method>."""
+        return self.path / EXPLANATIONS / method
+
     def evaluation(self, name: str) -> "RunFolder":
         """The folder of one `imgcls eval` of this run: RUN/eval/<name>."""
         return RunFolder(self.path / EVALUATIONS / name)
@@ -110,7 +120,7 @@ class RunFolder:
 
     def listed_files(self) -> list[str]:
         """The files a reader may want (the report's file list), without resume state and temporary files."""
-        hidden = {LAST, f"{LAST}.old", f"{LAST}.saving", REPORT}
+        hidden = {LAST, f"{LAST}.old", f"{LAST}.saving", REPORT, EXPLANATIONS}
         return [str(path.relative_to(self.path)) for path in sorted(self.path.rglob("*"))
                 if path.is_file() and path.relative_to(self.path).parts[0] not in hidden
                 and not path.name.startswith(".")]

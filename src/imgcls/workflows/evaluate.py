@@ -18,11 +18,15 @@ def evaluate(run: str | Path, data: str | None = None, split: str | None = None,
     With no `data`, the run's own dataset is used (test split if it has one, else val). A class-per-folder
     dataset other than the training one is evaluated whole (split "all").
     """
+    from imgcls.config import collective_timeout_s
+    from imgcls.engine.accelerator import process_state
     from imgcls.workflows.predict import load
 
+    state = process_state(collective_timeout_s())  # under torchrun: each process evaluates its share
     loaded = load(run)
     data_cfg, seed, same_data = _data_config(loaded, data, data_root)
-    bundle = _load_split_data(loaded, data_cfg, seed, whole=not same_data or split == "all")
+    with state.main_process_first():  # it decodes; the others then map the one memory-mapped copy
+        bundle = _load_split_data(loaded, data_cfg, seed, not same_data or split == "all", state.num_processes)
     split = _chosen_split(bundle, split, data_cfg.source)
     logits, labels, is_main = _infer(loaded, bundle.splits[split], batch_size, workers, seed, precision)
     from imgcls.metrics import compute_metrics, positive_index
@@ -54,11 +58,12 @@ def _data_config(loaded, data: str | None, data_root: str | None) -> tuple[DataC
     return data_cfg, seed, _same_source(data_cfg.source, train_data.source)
 
 
-def _load_split_data(loaded, data_cfg: DataConfig, seed: int, whole: bool):
+def _load_split_data(loaded, data_cfg: DataConfig, seed: int, whole: bool, processes: int):
     from imgcls.data import build_dataset
 
     bundle = build_dataset(data_cfg, seed, loaded.img_size, class_names=loaded.class_names,
-                           channels=loaded.in_chans, interpolation=loaded.interpolation, whole=whole)
+                           channels=loaded.in_chans, interpolation=loaded.interpolation, whole=whole,
+                           processes=processes)
     for message in bundle.warnings:
         warn(message)
     if bundle.skipped:
@@ -105,8 +110,12 @@ def _write_evaluation(folder, loaded, bundle, split: str, metrics: dict, probs, 
         "evaluated_run": str(loaded.run.path), "hardware": hardware(), "versions": versions(),
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     })
+    from imgcls.workflows.training_steps import explain_held_out
+
     title = f"{loaded.run.name}: evaluation on {Path(source).name or source} ({split})"
-    write_figures_and_report(folder, bundle, {split: (probs, labels)}, loaded.class_names, seed=seed, title=title)
+    looked = explain_held_out(loaded, bundle, {split: (probs, labels)})
+    write_figures_and_report(folder, bundle, {split: (probs, labels)}, loaded.class_names, seed=seed, title=title,
+                             looked_at=looked)
 
 
 def _same_source(a: str, b: str) -> bool:

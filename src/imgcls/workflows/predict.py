@@ -86,38 +86,49 @@ def load_pretrained(name: str, weights: str | None = None, pretrained: bool = Fa
                        Path(weights) if weights else Path(name), defaults.interpolation)
 
 
+def classifier_for(run: str | Path | LoadedModel, precision: str = "auto"):
+    """What predicts: an exported MODEL.onnx on onnxruntime (no torch imported), else the run's model in torch.
+    Both take uint8 batches as decoded and return probabilities (`.probabilities`)."""
+    if not isinstance(run, LoadedModel) and Path(run).suffix.lower() == ".onnx":
+        from imgcls.engine.onnx_model import load_onnx
+
+        return load_onnx(run)
+    from imgcls.config import auto_precision_override
+    from imgcls.engine.inference import TorchClassifier, inference_precision
+
+    loaded = run if isinstance(run, LoadedModel) else load(run)
+    return TorchClassifier(loaded.model, loaded.class_names, loaded.img_size, loaded.in_chans, loaded.interpolation,
+                           loaded.mean, loaded.std, loaded.tta, inference_precision(precision, auto_precision_override()))
+
+
 def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64,
             precision: str = "auto") -> list[dict]:
-    """Top-k classes for every image file (folders are searched recursively); batched.
+    """Top-k classes for every image file (folders are searched recursively); batched. `run` is a run folder,
+    its best.safetensors, a LoadedModel, or an ONNX file from `imgcls export` (run on onnxruntime, no torch).
 
     Returns one dict per file: {"path", "predictions": [{"class", "probability"}, ...]} or {"path", "error"}.
     """
-    from imgcls.config import auto_precision_override
     from imgcls.data.folders import image_files
-    from imgcls.data.images import decode_files
-    from imgcls.data.transforms import normalize_batch
-    from imgcls.engine.inference import inference_precision, predict_probabilities
 
     if topk < 1:
         raise ImgclsError(f"--topk must be at least 1, got {topk}")
-    loaded = run if isinstance(run, LoadedModel) else load(run)
-    precision = inference_precision(precision, auto_precision_override())
-    topk = min(topk, len(loaded.class_names))
     files = image_files(inputs)
+    return _predict_batches(files, classifier_for(run, precision), topk, batch_size)
+
+
+def _predict_batches(files: list[Path], classifier, topk: int, batch_size: int) -> list[dict]:
+    """Decode `files` batch by batch at the classifier's input and rank its classes."""
+    from imgcls.data.images import decode_files
+    from imgcls.engine.inference import top_classes
+
     results: list[dict] = [{"path": str(path)} for path in files]
     for start in range(0, len(files), batch_size):
-        images, positions, errors = decode_files(files[start:start + batch_size], loaded.img_size, loaded.in_chans,
-                                                 loaded.interpolation)
+        images, positions, errors = decode_files(files[start:start + batch_size], classifier.img_size,
+                                                 classifier.in_chans, classifier.interpolation)
         for position, reason in errors.items():
             results[start + position]["error"] = reason
-        if not positions:
-            continue
-        probs = predict_probabilities(loaded.model, [normalize_batch(images, loaded.mean, loaded.std)], loaded.tta,
-                                      precision)
-        top_probs, top_indices = probs.topk(topk, dim=1)
-        for row, position in enumerate(positions):
-            results[start + position]["predictions"] = [
-                {"class": loaded.class_names[int(index)], "probability": float(prob)}
-                for prob, index in zip(top_probs[row], top_indices[row])
-            ]
+        if positions:
+            ranked = top_classes(classifier.probabilities(images), classifier.class_names, topk)
+            for position, guesses in zip(positions, ranked):
+                results[start + position]["predictions"] = guesses
     return results

@@ -47,7 +47,9 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
         from imgcls.models.registry import check_model_name
 
         check_model_name(config.model.name)  # fail before a run folder is made or any image decoded
-    state = process_state()
+    from imgcls.config import collective_timeout_s
+
+    state = process_state(collective_timeout_s())
     if resume is None:
         run = _new_run_folder(config, state.is_main_process)
     try:
@@ -70,9 +72,11 @@ def _train_in(run: RunFolder, config: Config, resume: bool, state, started: floa
         steps.report_data_problems(bundle, run)
         if not resume:
             steps.record_start(run, config, plan, bundle)
+        elif run.read_plan() != plan.to_dict():
+            run.write_plan(plan.to_dict())  # continued on another number of processes
     result = steps.run_training(model, bundle, config, plan, run, resume, is_main)
     if is_main:
-        steps.finish(run, bundle, model, plan, result, started)
+        steps.finish(run, bundle, model, plan, result, started, config.train.report)
     return TrainOutcome(run.path, result.final_metrics, result.best_epoch, len(result.history), result.wall_time_s,
                         plan)
 

@@ -15,13 +15,15 @@ def load_data(config: Config, processes: int):
     """The model's input defaults, the decoded, split dataset at the size they and the config decide, and why
     that size."""
     from imgcls.data import build_dataset, native_image_size
+    from imgcls.engine.accelerator import process_state
     from imgcls.models.registry import model_defaults
     from imgcls.plan import input_size
 
     defaults = model_defaults(config.model.name)
     img_size, note = input_size(config.data, defaults, native_image_size(config.data.source), config.model.name)
-    bundle = build_dataset(config.data, config.train.seed, img_size, interpolation=defaults.interpolation,
-                           processes=processes)
+    with process_state().main_process_first():  # it decodes; the others then map the one memory-mapped copy
+        bundle = build_dataset(config.data, config.train.seed, img_size, interpolation=defaults.interpolation,
+                               processes=processes)
     if "train" not in bundle.splits or len(bundle.splits["train"]) == 0:
         example = f" (e.g. {bundle.skipped[0][0]}: {bundle.skipped[0][1]})" if bundle.skipped else ""
         raise ImgclsError(f"no readable training images in {config.data.source}{example}; "
@@ -68,11 +70,11 @@ def plan_run(config: Config, bundle, defaults, img_size_note: str, model, world_
     """Freeze the run's values. A resumed run keeps its saved plan (its precision, batch and learning rate)."""
     from imgcls.config import auto_precision_override
     from imgcls.engine.precision import agreed_precision, to_channels_last
-    from imgcls.plan import make_plan
+    from imgcls.plan import for_world_size, make_plan
 
     saved = resumed.read_plan() if resumed is not None else None
     if saved is not None:
-        plan = TrainPlan.from_dict(saved)
+        plan = for_world_size(TrainPlan.from_dict(saved), world_size)
         if plan.class_names != tuple(bundle.class_names) or plan.img_size != bundle.img_size:
             raise ImgclsError(f"the data of {resumed.path} changed since the run started (classes or image size "
                               f"differ); resume with the same data, or start a new run")
@@ -159,8 +161,9 @@ def make_loaders(bundle, plan: TrainPlan):
     return loaders, train_loader.generator
 
 
-def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: float) -> None:
-    """metrics.json and run.json, the metrics on the console, then every figure and report.html."""
+def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: float, report: bool = True) -> None:
+    """metrics.json and run.json, the metrics on the console, then (unless `report` is off) every figure and
+    report.html; the per-sample predictions are kept either way."""
     from imgcls.report import write_figures_and_report
     from imgcls.report.tables import print_metrics
 
@@ -168,11 +171,18 @@ def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: floa
     run.write_summary(run_summary(bundle, model, plan, result, started))
     if result.final_metrics:  # the answer first; the figures and the report follow
         print_metrics(result.final_metrics, title=f"metrics of the best epoch ({result.best_epoch})")
+    if not report:
+        from imgcls.report import save_predictions
+
+        save_predictions(run, bundle, result.predictions, list(plan.class_names))
+        get_console().print(f"run folder: [bold]{run.path}[/bold]   (no report: --no-report)")
+        return
     from imgcls.workflows.predict import load
 
     loaded = load(run.path)  # the best weights, whole (a linear probe's head included)
+    looked = explain_held_out(loaded, bundle, result.predictions)
     write_figures_and_report(run, bundle, result.predictions, list(plan.class_names), loaded.model, plan.mean,
-                             plan.std, plan.seed)
+                             plan.std, plan.seed, looked_at=looked)
     get_console().print(f"run folder: [bold]{run.path}[/bold]   report: {run.report_file}")
 
 
@@ -196,3 +206,16 @@ def run_summary(bundle, model, plan: TrainPlan, result, started: float) -> dict:
         "global_batch_size": plan.global_batch_size, "device": result.device, "hardware": hardware(),
         "versions": versions(), "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def explain_held_out(loaded, bundle, predictions: dict) -> dict:
+    """What the model looked at in the test split (else val): {split: {correct: [Explained]}}."""
+    from imgcls.workflows.looked_at import looked_at
+
+    split = next((name for name in ("test", "val", "all") if name in predictions), None)
+    if split is None:
+        return {}
+    probs, labels = predictions[split]
+    found = looked_at(loaded.model, bundle.splits[split].images, probs.numpy(), labels.numpy(),
+                      loaded.class_names, loaded.mean, loaded.std)
+    return {split: found} if found else {}

@@ -1,0 +1,99 @@
+"""Export a trained model as one file another stack loads without imgcls: ONNX (onnxruntime, TensorRT,
+OpenVINO, ...) or TorchScript. The exported graph includes the run's preprocessing and output: it takes a
+batch of images already resized as imgcls resizes them (uint8 by default) and returns class probabilities
+(averaged with the mirror image when the run used TTA), so its answers are `imgcls predict`'s."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imgcls.errors import ImgclsError, first_line
+
+METADATA_KEY = "imgcls"  # TorchScript: extra file imgcls.json; ONNX: metadata_props (one key per field)
+
+
+def export_module(model, mean, std, input_type: str = "uint8", tta: bool = False):
+    """The model wrapped with its normalisation (for uint8 input) and softmax (and TTA)."""
+    import torch
+    from torch import nn
+
+    class Exported(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            channels = len(mean)
+            self.register_buffer("offset", torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1) * 255)
+            self.register_buffer("scale", 1 / (torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1) * 255))
+
+        def forward(self, images):
+            x = (images.float() - self.offset) * self.scale if input_type == "uint8" else images
+            probs = self.model(x).float().softmax(dim=1)
+            if tta:
+                probs = (probs + self.model(x.flip(-1)).float().softmax(dim=1)) / 2
+            return probs
+
+    return Exported().eval()
+
+
+def example_batch(channels: int, img_size: int, input_type: str, batch: int = 2):
+    """A batch of the exported input's kind (seeded; the content does not matter to tracing)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    if input_type == "uint8":
+        return torch.randint(0, 256, (batch, channels, img_size, img_size), dtype=torch.uint8, generator=generator)
+    return torch.randn(batch, channels, img_size, img_size, generator=generator)
+
+
+def export_onnx(module, example, path: Path, metadata: dict, dynamic_batch: bool = True,
+                opset: int | None = None) -> None:
+    """Write `module` as ONNX (torch.export-based exporter) with imgcls's metadata, atomically."""
+    import onnx
+    import torch
+
+    from imgcls.atomic import write_atomic
+
+    dynamic = {"images": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
+    try:
+        program = torch.onnx.export(module, (example,), input_names=["images"], output_names=["probabilities"],
+                                    opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dynamic,
+                                    optimize=True, verbose=False)
+    except Exception as error:  # the exporter raises many types (unsupported op, dynamo, onnxscript)
+        raise ImgclsError(f"{metadata['model']} cannot be exported to ONNX ({first_line(error)}); "
+                          f"try --format torchscript, or another --opset") from None
+    proto = program.model_proto
+    proto.producer_name = "imgcls"  # near the file's start: later exports may replace a file that says this
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.checker.check_model(proto)
+    write_atomic(path, lambda tmp: onnx.save_model(proto, str(tmp)))
+
+
+def export_torchscript(module, example, path: Path, metadata: dict) -> None:
+    """Write `module` traced as TorchScript, with imgcls's metadata as the extra file imgcls.json."""
+    import torch
+
+    from imgcls.atomic import write_atomic
+
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(module, example, check_trace=False)
+    except Exception as error:  # tracing fails with RuntimeError, TypeError, ... on unsupported code
+        raise ImgclsError(f"{metadata['model']} cannot be traced to TorchScript ({first_line(error)}); "
+                          f"try --format onnx") from None
+    files = {f"{METADATA_KEY}.json": json.dumps(metadata)}
+    write_atomic(path, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=files))
+
+
+def is_our_torchscript(path: Path) -> bool:
+    """A TorchScript archive written by imgcls (it carries extra/imgcls.json)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"extra/{METADATA_KEY}.json") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False

@@ -1,0 +1,100 @@
+"""`imgcls explain`: what a trained model looked at in each image (Grad-CAM and relatives, attention rollout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgcls.errors import ImgclsError
+
+
+def explain(run, inputs: list[str | Path], method: str = "auto", target: str | None = None,
+            out: str | Path | None = None, batch_size: int = 16) -> list[dict]:
+    """Maps of what the model looked at in every image file (folders searched recursively).
+
+    `target` is a class name or index to explain (default: each image's predicted class). Writes one overlay
+    PNG per image and a grid of all into `out` (default RUN/explain/<method>/). Returns one dict per image:
+    path, map ((H, W) float32 in [0, 1] at the model's input size), predicted and probability, target and
+    target_probability, figure, method; or path and error for an unreadable file. `method` auto picks
+    rollout for ViTs (Grad-CAM with a --target), Grad-CAM for CNNs with global pooling, HiResCAM for others.
+    """
+    import torch
+
+    from imgcls.data.folders import image_files
+    from imgcls.data.images import decode_files
+    from imgcls.data.transforms import normalize_batch
+    from imgcls.engine.explain import METHODS, explain_images, resolve_method
+    from imgcls.engine.inference import predict_probabilities
+    from imgcls.workflows.predict import load
+
+    if method not in METHODS:
+        raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    loaded = load(run)
+    chosen = _class_index(target, loaded.class_names)
+    method = resolve_method(loaded.model, method, class_specific=chosen is not None)
+    files = image_files(inputs)
+    folder = _output_folder(loaded, method, out)
+    results, explained = [], []
+    for start in range(0, len(files), batch_size):
+        images, positions, errors = decode_files(files[start:start + batch_size], loaded.img_size, loaded.in_chans,
+                                                 loaded.interpolation)
+        results += [{"path": str(files[start + p]), "error": reason} for p, reason in errors.items()]
+        if not positions:
+            continue
+        batch = normalize_batch(torch.from_numpy(images), loaded.mean, loaded.std)
+        probs = predict_probabilities(loaded.model, [batch], loaded.tta).numpy()
+        targets = [chosen if chosen is not None else int(row.argmax()) for row in probs]
+        maps = explain_images(loaded.model, batch, targets, method)
+        for row, position in enumerate(positions):
+            results.append({**_result(files[start + position], probs[row], targets[row], maps[row],
+                                      loaded.class_names), "method": method})
+            explained.append(images[row])
+    _write_figures(folder, [r for r in results if "map" in r], explained, method)
+    return sorted(results, key=lambda result: files.index(Path(result["path"])))
+
+
+def _class_index(target: str | None, class_names: list[str]) -> int | None:
+    if target is None:
+        return None
+    if target in class_names:
+        return class_names.index(target)
+    if target.isdigit() and int(target) < len(class_names):
+        return int(target)
+    raise ImgclsError(f"--target '{target}' is not a class of this model; choose one of {', '.join(class_names)}")
+
+
+def _output_folder(loaded, method: str, out) -> Path:
+    if out is not None:
+        return Path(out).expanduser()
+    if loaded.run is None:
+        raise ImgclsError("a bare weights file has no run folder to write into; pass --out DIR")
+    return loaded.run.explanations_dir(method)
+
+
+def _result(path: Path, probs, target: int, heatmap, class_names: list[str]) -> dict:
+    predicted = int(probs.argmax())
+    return {"path": str(path), "map": heatmap, "predicted": class_names[predicted],
+            "probability": float(probs[predicted]), "target": class_names[target],
+            "target_probability": float(probs[target])}
+
+
+def _write_figures(folder: Path, results: list[dict], images: list, method: str) -> None:
+    """One figure per image and the grid of all of them; files imgcls did not write are never replaced."""
+    from imgcls.atomic import check_replaceable
+    from imgcls.report import catalog
+    from imgcls.report.explanations import Explained, explanation_figure, explanation_grid
+
+    if not results:
+        return
+    items = []
+    for index, (result, image) in enumerate(zip(results, images)):
+        title = (f"{Path(result['path']).name}: predicted {result['predicted']} ({result['probability']:.2f}); "
+                 f"map of {result['target']} ({result['target_probability']:.2f})")
+        items.append(Explained(image, result["map"], title))
+        path = folder / catalog.explained(index, result["path"])
+        check_replaceable(path, "--out")
+        result["figure"] = str(explanation_figure(items[-1], path, method))
+    grid = folder / catalog.EXPLAIN_GRID
+    check_replaceable(grid, "--out")
+    short = [Explained(item.image, item.heatmap, f"{Path(r['path']).name[:22]}\n{r['predicted']} "
+                       f"({r['probability']:.2f})") for item, r in zip(items, results)]
+    explanation_grid(short, grid, f"what the model looked at ({method})")

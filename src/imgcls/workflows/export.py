@@ -1,0 +1,68 @@
+"""`imgcls export`: a trained run as one ONNX or TorchScript file that gives `imgcls predict`'s answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgcls.errors import ImgclsError
+
+FORMATS = ("onnx", "torchscript")
+INPUT_TYPES = ("uint8", "float")
+
+
+def export(run: str | Path, export_format: str = "onnx", out: str | Path | None = None, dynamic_batch: bool = True,
+           opset: int | None = None, input_type: str = "uint8") -> Path:
+    """Write the run's best model as `export_format`; returns the file (default RUN/model.onnx or
+    RUN/model.torchscript.pt).
+
+    The file takes a (N, C, S, S) batch of images resized and center-cropped to the run's size, uint8 (0-255,
+    normalised inside) or, with input_type="float", already normalised with the run's mean and std; it
+    returns (N, classes) probabilities. Its metadata names the classes, size, channels, mean/std and resampling.
+    """
+    from imgcls.engine.export import example_batch, export_module, export_onnx, export_torchscript
+    from imgcls.workflows.predict import load
+
+    if export_format not in FORMATS:
+        raise ImgclsError(f"--format must be one of {', '.join(FORMATS)}, got '{export_format}'")
+    if input_type not in INPUT_TYPES:
+        raise ImgclsError(f"--input-type must be one of {', '.join(INPUT_TYPES)}, got '{input_type}'")
+    loaded = load(run)
+    path = _output_path(loaded, export_format, out)
+    module = export_module(loaded.model, loaded.mean, loaded.std, input_type, loaded.tta)
+    example = example_batch(loaded.in_chans, loaded.img_size, input_type)
+    metadata = export_metadata(loaded, input_type, dynamic_batch)
+    if export_format == "onnx":
+        export_onnx(module, example, path, metadata, dynamic_batch, opset)
+    else:
+        export_torchscript(module, example, path, metadata)
+    return path
+
+
+def export_metadata(loaded, input_type: str, dynamic_batch: bool) -> dict:
+    """What a consumer of the file needs to prepare its input and read its output."""
+    from imgcls import __version__
+
+    return {"imgcls_version": __version__, "model": loaded.name, "class_names": list(loaded.class_names),
+            "img_size": loaded.img_size, "channels": loaded.in_chans, "mean": list(loaded.mean),
+            "std": list(loaded.std), "interpolation": loaded.interpolation, "input_type": input_type,
+            "tta": loaded.tta, "dynamic_batch": dynamic_batch,
+            "input": f"images: {'uint8 0-255' if input_type == 'uint8' else 'float32, normalised'} "
+                     f"[N, {loaded.in_chans}, {loaded.img_size}, {loaded.img_size}], short side resized "
+                     f"({loaded.interpolation}) and center-cropped",
+            "output": "probabilities: float32 [N, classes], in class_names order"}
+
+
+def _output_path(loaded, export_format: str, out: str | Path | None) -> Path:
+    from imgcls.atomic import check_replaceable
+    from imgcls.engine.export import is_our_torchscript
+
+    if out is None:
+        if loaded.run is None:
+            raise ImgclsError("a bare weights file has no run folder to export into; pass --out FILE")
+        return loaded.run.export_file(export_format)
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ImgclsError(f"--out {path} is a folder; pass a file name such as {path / 'model.onnx'}")
+    if not (export_format == "torchscript" and path.is_file() and is_our_torchscript(path)):
+        check_replaceable(path, "--out")
+    return path

@@ -1,0 +1,150 @@
+"""Explanations that mean something: on data whose only cue is a small patch at a known place, the map's peak
+falls in the patch; a randomly initialised model's maps do not look like the trained one's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import imgcls
+from imgcls.engine.explain import explain_images
+from tests.helpers import cli, user_error
+
+SIDE = 64
+PATCH = (slice(10, 24), slice(36, 50))  # rows, columns of the cue: 14 x 14 px, top right
+
+
+def _image(rng, marked: bool) -> np.ndarray:
+    """A smooth random grey background; the marked class has a bright square at PATCH (its only difference)."""
+    coarse = rng.uniform(60, 170, size=(8, 8))
+    background = np.kron(coarse, np.ones((8, 8))) + rng.normal(0, 12, size=(SIDE, SIDE))
+    if marked:
+        background[PATCH] = 245
+    return np.clip(background, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cue_data(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("cue")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 90), ("val", 20), ("test", 30)):
+        for name, marked in (("marked", True), ("plain", False)):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(_image(rng, marked)).save(root / split / name / f"{index}.png")
+    return root
+
+
+def _peak_in_patch(maps: np.ndarray, margin: int = 2) -> float:
+    """Share of maps whose maximum lies inside the cue (within `margin` px of its border)."""
+    hits = 0
+    for heatmap in maps:
+        row, column = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+        hits += (PATCH[0].start - margin <= row < PATCH[0].stop + margin) and \
+                (PATCH[1].start - margin <= column < PATCH[1].stop + margin)
+    return hits / len(maps)
+
+
+def _marked_test_batch(cue_data, loaded) -> torch.Tensor:
+    from imgcls.data.images import decode_files
+    from imgcls.data.transforms import normalize_batch
+
+    files = sorted((cue_data / "test" / "marked").glob("*.png"))
+    images, _, _ = decode_files(files, loaded.img_size, loaded.in_chans, loaded.interpolation)
+    return normalize_batch(torch.from_numpy(images), loaded.mean, loaded.std)
+
+
+def _train(cue_data, tmp_path_factory, model, epochs, **extra):
+    runs = tmp_path_factory.mktemp(f"cue_{model}")
+    outcome = imgcls.train(str(cue_data), model=model, img_size=SIDE, epochs=epochs, workers=0, batch_size=16,
+                           runs_dir=str(runs), name=model, precision="fp32", hflip=False, augment="none", report=False,
+                           **extra)
+    assert outcome.metrics["test"]["accuracy"]["value"] >= 0.9, "the cue must be learned for the check to mean much"
+    return imgcls.load(outcome.run_dir)
+
+
+@pytest.fixture(scope="module")
+def cnn(cue_data, tmp_path_factory):
+    """fastcnn: convolutions, then global max pooling and a linear classifier (the design Grad-CAM assumes)."""
+    return _train(cue_data, tmp_path_factory, "fastcnn", epochs=4, lr=3e-3,
+                  options={"widths": [16, 32, 64], "depth": 1, "stem": 8})
+
+
+@pytest.fixture(scope="module")
+def vit(cue_data, tmp_path_factory):
+    options = {"patch_size": 8, "width": 64, "depth": 3, "heads": 4, "pool": "cls"}
+    return _train(cue_data, tmp_path_factory, "vit", epochs=12, lr=1e-3, options=options)
+
+
+@pytest.mark.parametrize("method", ["auto", "gradcam", "gradcam++", "eigencam"])
+def test_class_activation_maps_of_a_cnn_peak_on_the_cue(cnn, cue_data, method):
+    batch = _marked_test_batch(cue_data, cnn)
+    maps = explain_images(cnn.model, batch, [cnn.class_names.index("marked")] * len(batch), method)
+    assert maps.shape == (30, SIDE, SIDE) and 0 <= maps.min() and maps.max() <= 1
+    assert _peak_in_patch(maps) >= 0.8
+
+
+def test_a_flattening_cnn_gets_hirescam_whose_maps_peak_on_the_cue(cue_data, tmp_path_factory):
+    """LeNet-style nets flatten their last map into a Linear: Grad-CAM's averaged gradients cancel there,
+    HiResCAM's element-wise ones do not (auto picks it)."""
+    from imgcls.engine.explain import resolve_method
+
+    flat = _train(cue_data, tmp_path_factory, "multilayer_cnn", epochs=3, lr=3e-3)
+    assert resolve_method(flat.model, "auto") == "hirescam"
+    batch = _marked_test_batch(cue_data, flat)
+    maps = explain_images(flat.model, batch, [flat.class_names.index("marked")] * len(batch), "auto")
+    assert _peak_in_patch(maps) >= 0.8
+
+
+def test_attention_rollout_of_a_vit_peaks_on_the_cue(vit, cue_data):
+    batch = _marked_test_batch(cue_data, vit)
+    marked = vit.class_names.index("marked")
+    maps = explain_images(vit.model, batch, [marked] * len(batch), "auto")  # rollout, for a ViT
+    assert _peak_in_patch(maps, margin=4) >= 0.8  # a 64 px ViT with 8 px patches: maps are 8x8 upsampled
+    tokens = explain_images(vit.model, batch, [marked] * len(batch), "gradcam")  # over the patch tokens
+    assert tokens.shape == maps.shape and 0 <= tokens.min() and tokens.max() <= 1
+
+
+def test_a_randomly_initialised_model_gives_other_maps(cnn, cue_data):
+    """Adebayo et al.'s model-randomisation check: maps that survive random weights explain nothing."""
+    batch = _marked_test_batch(cue_data, cnn)
+    marked = cnn.class_names.index("marked")
+    trained = explain_images(cnn.model, batch, [marked] * len(batch), "gradcam")
+    torch.manual_seed(1)
+    random_model = imgcls.create_model("fastcnn", num_classes=2, in_chans=1, img_size=SIDE, widths=[16, 32, 64],
+                                       depth=1, stem=8).eval()
+    randomised = explain_images(random_model, batch, [marked] * len(batch), "gradcam")
+    correlations = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(trained, randomised)
+                    if a.std() > 0 and b.std() > 0]
+    assert np.mean(correlations) < 0.5
+    assert _peak_in_patch(randomised) < 0.5 <= _peak_in_patch(trained)
+
+
+def test_explain_cli_writes_overlays_and_a_grid(cnn, cue_data, tmp_path):
+    images = cue_data / "test" / "marked"
+    result = cli("explain", str(cnn.run_dir), str(images / "0.png"), str(images / "1.png"), "--out",
+                 str(tmp_path / "maps"))
+    assert result.returncode == 0, result.stderr
+    written = sorted(path.name for path in (tmp_path / "maps").glob("*.png"))
+    assert written == ["000-0.png", "001-1.png", "grid.png"]
+    explained = imgcls.explain(cnn.run_dir, [images / "2.png"], target="plain", out=tmp_path / "api")
+    assert explained[0]["target"] == "plain" and explained[0]["map"].shape == (SIDE, SIDE)
+    assert explained[0]["predicted"] == "marked" and Path(explained[0]["figure"]).is_file()
+
+
+def test_explain_mistakes_are_one_line(cnn, cue_data, tmp_path, fmnist_root):
+    image = str(cue_data / "test" / "marked" / "0.png")
+    assert "--target 'dog'" in user_error(cli("explain", str(cnn.run_dir), image, "--target", "dog"))
+    assert "needs a ViT" in user_error(cli("explain", str(cnn.run_dir), image, "--method", "rollout"))
+    assert "--method must be one of" in user_error(cli("explain", str(cnn.run_dir), image, "--method", "magic"))
+    mlp = imgcls.train("fashion-mnist", data_root=str(fmnist_root), model="mlp", epochs=1, max_per_class=5,
+                       workers=0, runs_dir=str(tmp_path / "runs"), report=False)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "black.png")
+    assert "no spatial feature map" in user_error(cli("explain", str(mlp.run_dir), str(tmp_path / "black.png")))
