@@ -57,7 +57,8 @@ def test_a_run_writes_every_figure_and_a_self_contained_report(two_runs):
     for split in ("train", "val", "test"):
         assert {f"roc_{split}.png", f"pr_{split}.png", f"reliability_{split}.png", f"confusion_{split}.png"} <= plots
     assert {"mistakes_val.png", "mistakes_test.png", "samples.png", "filters.png", "filter_responses.png",
-            "loss.png", "accuracy.png"} <= plots
+            "loss.png", "accuracy.png", "looked_at_test_mistakes.png", "looked_at_test_correct.png"} <= plots
+    assert "What the model looked at" in (lenet / "report.html").read_text()
     assert "patches.png" not in plots and (vit / "plots" / "patches.png").is_file()  # the ViT's patch grid
     assert (lenet / "predictions" / "test.npz").is_file() and (lenet / "predictions" / "test_mistakes.csv").is_file()
     summary = json.loads((lenet / "run.json").read_text())

@@ -89,6 +89,15 @@ def create_app(classifier, settings: ServeSettings, description: dict):
     async def unexpected(request, error: Exception):  # a bug: say so without a trace or a path
         return JSONResponse({"error": "internal error while handling the request"}, status_code=500)
 
+    _prediction_routes(app, _classifier_call(classifier, batcher, settings), settings, description)
+    _information_routes(app, batcher, telemetry, settings, description)
+    return RequestGuard(app, int(settings.max_upload_mb * 2**20), settings.timeout_s, settings.token,
+                        observe=telemetry.observe)
+
+
+def _classifier_call(classifier, batcher: DynamicBatcher, settings: ServeSettings):
+    """async classify(image bytes, topk) -> ranked classes: decode off the event loop, batch, rank."""
+
     async def classify(data: bytes, topk: int) -> list[dict]:
         from starlette.concurrency import run_in_threadpool
 
@@ -103,10 +112,10 @@ def create_app(classifier, settings: ServeSettings, description: dict):
             raise RequestError(504, f"no answer within {settings.timeout_s:.0f} s (--timeout-s)") from None
         return top_classes(probs[None], classifier.class_names, topk)[0]
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page():
-        return (Path(__file__).parent / "page.html").read_text().replace("{{TOPK}}", str(settings.topk))
+    return classify
 
+
+def _prediction_routes(app, classify, settings: ServeSettings, description: dict) -> None:
     @app.post("/predict", summary="Top-k classes of one image (multipart field 'file', or the raw image bytes)")
     async def predict(request: Request, topk: int = settings.topk):
         uploads = await _uploads(request, settings, single=True)
@@ -127,6 +136,12 @@ def create_app(classifier, settings: ServeSettings, description: dict):
 
         return {"results": list(await asyncio.gather(*(one(name, data) for name, data in uploads)))}
 
+
+def _information_routes(app, batcher: DynamicBatcher, telemetry, settings: ServeSettings, description: dict) -> None:
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return (Path(__file__).parent / "page.html").read_text().replace("{{TOPK}}", str(settings.topk))
+
     @app.get("/health", summary="Liveness: the model is loaded and the batcher runs")
     async def health():
         return {"status": "ok", "queue_depth": batcher.depth}
@@ -139,9 +154,6 @@ def create_app(classifier, settings: ServeSettings, description: dict):
     async def metrics():
         body, content_type = telemetry.exposition()
         return Response(body, media_type=content_type)
-
-    return RequestGuard(app, int(settings.max_upload_mb * 2**20), settings.timeout_s, settings.token,
-                        observe=telemetry.observe)
 
 
 def _checked_topk(topk: int) -> int:
