@@ -209,6 +209,8 @@ def accuracy_over_seeds(work: Path, folder: Path, seeds: int, name: str = "resne
             for seed in range(1, seeds + 1)]
 
     def spread(values: list[float]) -> str:
+        if len(values) == 1:  # one seed: no spread to report
+            return f"{values[0]:.3f}"
         return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})"
 
     return [f"Validation accuracy of {name} at {size} px over seeds 1-{seeds} (same settings as above; mean ± sd):",

@@ -26,7 +26,8 @@ def trained_run(tmp_path_factory):
 @pytest.mark.slow
 def test_train_makes_a_complete_run_folder(trained_run):
     run, _, result = trained_run
-    for name in ("config.yaml", "classes.json", "history.csv", "metrics.json", "best.safetensors", "skipped.txt"):
+    for name in ("config.yaml", "plan.json", "classes.json", "history.csv", "metrics.json", "best.safetensors",
+                 "skipped.txt", "model.onnx"):  # model.onnx: the export predict and serve start from
         assert (run / name).is_file(), name
     assert (run / "last" / "trainer_state.json").is_file()
     assert "run folder" in result.stdout and "corrupt.jpg" in result.stderr

@@ -45,3 +45,23 @@ def test_other_resolved_values():
     assert plan.crop_padding == 8 and plan.mean == pytest.approx((0.449,) * 1, abs=1e-3)
     with pytest.raises(ImgclsError, match="--positive-class 'dog'"):
         plan_for(class_names=("cat", "cow"), positive_class="dog")
+
+
+def test_the_training_split_is_measured_on_a_seeded_sample_when_large(class_folders):
+    import dataclasses
+
+    from imgcls.config import DataConfig
+    from imgcls.data import build_dataset
+    from imgcls.workflows.training_steps import measured_splits
+
+    big = plan_for(splits={"train": range(57_000), "val": range(3_000)})
+    assert big.train_metrics_images == 10_000 and "sample of 10,000 of the 57,000" in big.notes["train_metrics_images"]
+    assert plan_for(splits={"train": range(1_600)}).train_metrics_images == 1_600  # small data: all of it
+    bundle = build_dataset(DataConfig(source=str(class_folders), img_size=16), seed=0, img_size=16)
+    plan = dataclasses.replace(plan_for(), train_metrics_images=10)
+    measured = measured_splits(bundle, plan)
+    train = bundle.splits["train"]
+    assert len(measured["train"]) == 10 and measured["val"] is bundle.splits["val"]
+    rows = [train.paths.index(path) for path in measured["train"].paths]
+    assert rows == sorted(rows) and (train.labels[rows] == measured["train"].labels).all()
+    assert measured_splits(bundle, plan)["train"].paths == measured["train"].paths  # seeded: the same sample

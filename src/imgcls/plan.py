@@ -14,6 +14,7 @@ from typing import Any
 from imgcls.config import Config, DataConfig
 from imgcls.errors import ImgclsError
 
+TRAIN_METRICS_SAMPLE = 10_000  # the training split's final metrics use at most this many images (seeded)
 SGD_REFERENCE_BATCH = 256  # SGD's default learning rate is 0.1 per 256 images of global batch (Goyal et al.)
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "adam": 0.0, "sgd": 5e-4}
 
@@ -62,6 +63,7 @@ class TrainPlan:
     patience: int
     positive_class: int  # two-class data: index of the class whose sensitivity etc. are reported
     seed: int
+    train_metrics_images: int = 0  # training images the final train-split metrics use (0: all of them)
     notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +122,11 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
     if train.tta and not tta:
         notes["tta"] = f"off: {data.source} must not be mirrored (--no-hflip or digits)"
     mean, std = defaults.normalization(data.channels)
+    train_images = len(data.splits["train"]) if data.splits.get("train") is not None else 0
+    sampled = train_images > TRAIN_METRICS_SAMPLE and not model.linear_probe  # a probe's features are cheap
+    if sampled:
+        notes["train_metrics_images"] = (f"a seeded sample of {TRAIN_METRICS_SAMPLE:,} of the {train_images:,} "
+                                         f"training images (the fit diagnostic; held-out splits are always whole)")
     return TrainPlan(
         source=data.source, class_names=tuple(data.class_names), img_size=data.img_size, channels=data.channels,
         mean=tuple(mean), std=tuple(std), interpolation=defaults.interpolation, augment=data_cfg.augment,
@@ -133,7 +140,8 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
         step_gamma=optim.step_gamma, label_smoothing=optim.label_smoothing, precision=precision[0],
         precision_reason=precision[1], channels_last=channels_last, compile=train.compile, tta=tta,
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
-        positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed, notes=notes,
+        positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed,
+        train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, notes=notes,
     )
 
 

@@ -115,7 +115,7 @@ def test_export_cli_writes_metadata_and_predict_on_onnx_matches_the_run(fmnist_r
     assert json.loads(meta["class_names"])[0] == "T-shirt/top" and meta["img_size"] == "28"
     assert meta["channels"] == "1" and meta["input_type"] == "uint8" and meta["tta"] == "true"
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a dynamic batch axis
-    from_run = imgcls.predict(fmnist_run, [fmnist_pngs], topk=10)
+    from_run = imgcls.predict(fmnist_run, [fmnist_pngs], topk=10, backend="torch")
     from_onnx = imgcls.predict(onnx_file, [fmnist_pngs], topk=10)
     for ours, theirs in zip(from_run, from_onnx):
         assert ours["predictions"][0]["class"] == theirs["predictions"][0]["class"]
@@ -131,10 +131,11 @@ def test_predict_on_onnx_imports_no_torch(fmnist_run, fmnist_pngs):
     onnx_file = fmnist_run / "model.onnx"
     if not onnx_file.exists():
         assert cli("export", str(fmnist_run)).returncode == 0
-    code = (f"import sys; from imgcls.workflows import predict; r = predict({str(onnx_file)!r}, "
-            f"[{str(fmnist_pngs)!r}]); print(len(r), 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["9", "False"], out.stderr
+    for model in (onnx_file, fmnist_run):  # the file, and the run folder whose export is current
+        code = (f"import sys; from imgcls.workflows import predict; r = predict({str(model)!r}, "
+                f"[{str(fmnist_pngs)!r}]); print(len(r), 'torch' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.stdout.split() == ["9", "False"], out.stderr
     table = subprocess.run([sys.executable, "-m", "imgcls", "predict", str(onnx_file), str(fmnist_pngs / "0.png")],
                            capture_output=True, text=True, timeout=120)
     assert table.returncode == 0 and "0.png" in table.stdout
@@ -172,3 +173,24 @@ def test_a_model_onnx_cannot_express_is_refused_in_one_line(class_folders, tmp_p
     line = user_error(cli("export", str(tmp_path / "runs" / "svd")))
     assert "cannot be exported to ONNX" in line and "--format torchscript" in line
     assert not (tmp_path / "runs" / "svd" / "model.onnx").exists()
+
+
+def test_a_run_uses_its_onnx_export_only_while_it_is_current(fmnist_run, fmnist_pngs):
+    import os
+
+    from imgcls.engine.inference import TorchClassifier
+    from imgcls.engine.onnx_model import OnnxClassifier
+    from imgcls.workflows.predict import classifier_for
+
+    if not (fmnist_run / "model.onnx").exists():
+        assert cli("export", str(fmnist_run)).returncode == 0
+    assert isinstance(classifier_for(fmnist_run), OnnxClassifier)
+    assert isinstance(classifier_for(fmnist_run, backend="torch"), TorchClassifier)
+    weights = fmnist_run / "best.safetensors"
+    later = (fmnist_run / "model.onnx").stat().st_mtime_ns + 10**9
+    os.utime(weights, ns=(later, later))  # the weights changed after the export: it is stale
+    assert isinstance(classifier_for(fmnist_run), TorchClassifier)
+    image = str(fmnist_pngs / "0.png")
+    assert "no current ONNX export" in user_error(cli("predict", str(fmnist_run), image, "--backend", "onnx"))
+    assert cli("export", str(fmnist_run)).returncode == 0  # exported again: current again
+    assert isinstance(classifier_for(fmnist_run), OnnxClassifier)

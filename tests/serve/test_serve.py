@@ -85,7 +85,7 @@ def server(served_run):
 
 
 def test_predictions_equal_imgcls_predict(server, served_run, pngs):
-    expected = imgcls.predict(served_run, pngs, topk=10)
+    expected = imgcls.predict(served_run, pngs, topk=10, backend="torch")
     for path, offline in zip(pngs, expected):
         answer = httpx.post(f"{server.url}/predict?topk=10", files={"file": (path.name, path.read_bytes(),
                                                                              "image/png")}, timeout=30)
@@ -181,7 +181,7 @@ def test_an_exported_onnx_model_serves_the_same_answers(served_run, pngs):
     assert cli("export", str(served_run)).returncode == 0
     onnx_server = Server(served_run / "model.onnx")
     try:
-        expected = imgcls.predict(served_run, pngs[:3], topk=3)
+        expected = imgcls.predict(served_run, pngs[:3], topk=3, backend="torch")
         for path, offline in zip(pngs, expected):
             answer = httpx.post(f"{onnx_server.url}/predict?topk=3",
                                 files={"file": (path.name, path.read_bytes(), "image/png")})
@@ -197,7 +197,7 @@ CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser")
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); .ci/run installs it")
 def test_the_upload_page_in_headless_chromium(server, served_run, pngs, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
-    expected = imgcls.predict(served_run, [pngs[3]], topk=1)[0]["predictions"][0]["class"]
+    expected = imgcls.predict(served_run, [pngs[3]], topk=1, backend="torch")[0]["predictions"][0]["class"]
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()

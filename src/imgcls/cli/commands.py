@@ -132,6 +132,8 @@ def add_predict(commands) -> None:
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--backend", default="auto", help="auto (the run's ONNX export when current, else PyTorch) | "
+                   "torch | onnx")
     p.set_defaults(handler=_run_predict)
 
 
@@ -147,7 +149,7 @@ def _run_predict(args) -> int:
         if len(args.items) < 2:
             raise ImgclsError("pass a run folder and at least one image or folder: imgcls predict RUN IMAGE...")
         run, inputs = args.items[0], args.items[1:]
-    results = predict(run, inputs, topk=args.topk, batch_size=args.batch_size)
+    results = predict(run, inputs, topk=args.topk, batch_size=args.batch_size, backend=args.backend)
     print_predictions(results, args.format)
     return 1 if all("error" in result for result in results) else 0
 

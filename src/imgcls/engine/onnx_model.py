@@ -56,3 +56,4 @@ def load_onnx(path: str | Path, threads: int | None = None) -> OnnxClassifier:
     return OnnxClassifier(session, path, json.loads(meta["class_names"]), int(meta["img_size"]),
                           int(meta["channels"]), meta.get("interpolation", "bilinear"), meta.get("input_type", "uint8"),
                           tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])), meta.get("model", "?"))
+

@@ -104,7 +104,9 @@ def _summary_rows(summary: dict, metrics: dict, splits: list[str]) -> list[tuple
     first = metrics[splits[0]]
     rows.append(("classes", f"{len(first['per_class'])}: {', '.join(list(first['per_class'])[:12])}"
                  + (" …" if len(first["per_class"]) > 12 else "")))
-    rows.append(("images", ", ".join(f"{split} {metrics[split]['num_samples']:,}" for split in splits)))
+    rows.append(("images", ", ".join(f"{split} {metrics[split]['num_samples']:,}" + (
+        f" (a sample of {metrics[split]['sample_of']:,})" if "sample_of" in metrics[split] else "")
+        for split in splits)))
     if "positive_class" in first:
         rows.append(("positive class", first["positive_class"]))
     for key, label in (("model", "model"), ("img_size", "input size (px)"), ("in_chans", "input channels")):

@@ -33,7 +33,9 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
                     caption=escape("[low, high] = 95% bootstrap interval"), caption_justify="left")
     summary.add_column("metric")
     for split in splits:
-        summary.add_column(f"{split} ({metrics_by_split[split]['num_samples']})", justify="right")
+        split_metrics = metrics_by_split[split]
+        of = f" of {split_metrics['sample_of']}" if "sample_of" in split_metrics else ""
+        summary.add_column(f"{split} ({split_metrics['num_samples']}{of})", justify="right")
     for key, label in METRIC_LABELS.items():
         if any(key in metrics for metrics in metrics_by_split.values()):
             summary.add_row(label, *(escape(_fmt_with_interval(metrics_by_split[s].get(key, {}))) for s in splits))

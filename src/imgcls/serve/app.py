@@ -96,16 +96,25 @@ def create_app(classifier, settings: ServeSettings, description: dict):
 
 
 def _classifier_call(classifier, batcher: DynamicBatcher, settings: ServeSettings):
-    """async classify(image bytes, topk) -> ranked classes: decode off the event loop, batch, rank."""
+    """async classify(image bytes, topk) -> ranked classes: decode off the event loop (a pool of as many
+    threads as cores: more only fight over the GIL), batch, rank."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="imgcls-decode")
 
     async def classify(data: bytes, topk: int) -> list[dict]:
-        from starlette.concurrency import run_in_threadpool
-
         from imgcls.engine.inference import top_classes
 
-        image = await run_in_threadpool(decode_upload, data, classifier, settings.max_pixels)
+        batcher.announce()
         try:
-            probs = await asyncio.wait_for(batcher.submit(image), settings.timeout_s)
+            image = await asyncio.get_running_loop().run_in_executor(decoders, decode_upload, data, classifier,
+                                                                     settings.max_pixels)
+        except BaseException:
+            batcher.withdraw()
+            raise
+        try:
+            probs = await asyncio.wait_for(batcher.submit(image, announced=True), settings.timeout_s)
         except Overloaded:
             raise RequestError(503, "the server is at capacity; retry shortly") from None
         except TimeoutError:

@@ -2,7 +2,8 @@
 
 Each request puts its decoded image on a bounded queue and awaits its result. One task takes the first
 waiting image, gathers more for at most `max_wait_s` (or until `max_batch`), and runs the batch in a worker
-thread, so the event loop keeps accepting requests while the model computes. A full queue is refused at
+thread, so the event loop keeps accepting requests while the model computes. It waits only while other
+requests are on their way (announced, still decoding): a lone request is not delayed. A full queue is refused at
 once (the caller answers 503 + Retry-After) instead of letting latency grow without bound.
 """
 
@@ -25,6 +26,7 @@ class DynamicBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgcls-inference")
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.arriving = 0  # requests announced (being decoded) but not yet queued
 
     @property
     def depth(self) -> int:
@@ -43,14 +45,24 @@ class DynamicBatcher:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, image):
+    def announce(self) -> None:
+        """A request has arrived and will submit an image soon (once decoded): worth waiting for."""
+        self.arriving += 1
+
+    async def submit(self, image, announced: bool = False):
         """The model's output for one decoded image, computed in a batch with whatever else is waiting."""
+        if announced:
+            self.arriving -= 1
         future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait((image, future))
         except asyncio.QueueFull:
             raise Overloaded from None
         return await future
+
+    def withdraw(self) -> None:
+        """An announced request will not submit after all (its image could not be decoded)."""
+        self.arriving -= 1
 
     async def _gather(self) -> list:
         batch = [await self.queue.get()]
@@ -60,6 +72,8 @@ class DynamicBatcher:
             if not self.queue.empty():
                 batch.append(self.queue.get_nowait())
                 continue
+            if self.arriving <= 0:
+                break  # nobody else is on the way: waiting would only add latency
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

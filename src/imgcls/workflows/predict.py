@@ -86,13 +86,26 @@ def load_pretrained(name: str, weights: str | None = None, pretrained: bool = Fa
                        Path(weights) if weights else Path(name), defaults.interpolation)
 
 
-def classifier_for(run: str | Path | LoadedModel, precision: str = "auto"):
-    """What predicts: an exported MODEL.onnx on onnxruntime (no torch imported), else the run's model in torch.
-    Both take uint8 batches as decoded and return probabilities (`.probabilities`)."""
-    if not isinstance(run, LoadedModel) and Path(run).suffix.lower() == ".onnx":
-        from imgcls.engine.onnx_model import load_onnx
+BACKENDS = ("auto", "torch", "onnx")
 
-        return load_onnx(run)
+
+def classifier_for(run: str | Path | LoadedModel, precision: str = "auto", backend: str = "auto"):
+    """What predicts, behind one interface (uint8 batches in, `.probabilities` out):
+    - an exported MODEL.onnx: onnxruntime, torch is never imported;
+    - a run folder with a current ONNX export (RUN/model.onnx at least as new as its weights, written at the end
+      of training or by `imgcls export`): the same, unless `backend` is torch or a precision other than fp32
+      is asked for;
+    - else the run's model in torch (`backend` onnx then is an error)."""
+    if backend not in BACKENDS:
+        raise ImgclsError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if not isinstance(run, LoadedModel):
+        exported = Path(run) if Path(run).suffix.lower() == ".onnx" else _current_export(run)
+        if exported is not None and backend != "torch" and precision in ("auto", "fp32"):
+            from imgcls.engine.onnx_model import load_onnx
+
+            return load_onnx(exported)
+        if backend == "onnx":
+            raise ImgclsError(f"{run} has no current ONNX export; write one with 'imgcls export {run}'")
     from imgcls.config import auto_precision_override
     from imgcls.engine.inference import TorchClassifier, inference_precision
 
@@ -101,10 +114,22 @@ def classifier_for(run: str | Path | LoadedModel, precision: str = "auto"):
                            loaded.mean, loaded.std, loaded.tta, inference_precision(precision, auto_precision_override()))
 
 
+def _current_export(run: str | Path) -> Path | None:
+    """The run's ONNX export when it is of its current weights, else None."""
+    folder = RunFolder(run)
+    exported = folder.export_file("onnx")
+    if not (exported.is_file() and folder.weights_file.is_file()):
+        return None
+    if exported.stat().st_mtime_ns < folder.weights_file.stat().st_mtime_ns:
+        return None  # trained further since it was exported
+    return exported
+
+
 def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64,
-            precision: str = "auto") -> list[dict]:
+            precision: str = "auto", backend: str = "auto") -> list[dict]:
     """Top-k classes for every image file (folders are searched recursively); batched. `run` is a run folder,
-    its best.safetensors, a LoadedModel, or an ONNX file from `imgcls export` (run on onnxruntime, no torch).
+    its best.safetensors, a LoadedModel, or an ONNX file from `imgcls export`; a run with a current ONNX export
+    runs on onnxruntime without importing torch unless `backend` is torch (see classifier_for).
 
     Returns one dict per file: {"path", "predictions": [{"class", "probability"}, ...]} or {"path", "error"}.
     """
@@ -113,7 +138,7 @@ def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int =
     if topk < 1:
         raise ImgclsError(f"--topk must be at least 1, got {topk}")
     files = image_files(inputs)
-    return _predict_batches(files, classifier_for(run, precision), topk, batch_size)
+    return _predict_batches(files, classifier_for(run, precision, backend), topk, batch_size)
 
 
 def _predict_batches(files: list[Path], classifier, topk: int, batch_size: int) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from imgcls.config import Config, cache_dir_of
@@ -140,6 +141,22 @@ def run_training(model, bundle, config: Config, plan: TrainPlan, run: RunFolder,
     return fit(model, loaders, plan, run, metadata, groups, frozen, resume=resume, shuffle_generator=generator)
 
 
+def measured_splits(bundle, plan: TrainPlan) -> dict:
+    """The splits the final metrics use: every held-out image, and the training split or its seeded sample."""
+    import numpy as np
+
+    from imgcls.data import ImageSplit
+    from imgcls.data.cache import select_images
+
+    splits = dict(bundle.splits)
+    train = splits.get("train")
+    if train is not None and plan.train_metrics_images and plan.train_metrics_images < len(train):
+        rows = np.sort(np.random.default_rng(plan.seed).choice(len(train), plan.train_metrics_images, replace=False))
+        splits["train"] = ImageSplit(select_images(train.images, rows), train.labels[rows],
+                                     [train.paths[i] for i in rows] if train.paths is not None else None)
+    return splits
+
+
 def make_loaders(bundle, plan: TrainPlan):
     """The augmented training loader and the plain evaluation loaders of every split."""
     from imgcls.data.loader import TensorImageDataset, make_loader
@@ -152,10 +169,10 @@ def make_loaders(bundle, plan: TrainPlan):
     train_loader = make_loader(train_set, plan.batch_size, shuffle=True, workers=plan.workers, seed=plan.seed,
                                drop_last=drop_last)
     loaders = {"train": train_loader}
+    measured = measured_splits(bundle, plan)
     for split, source in (("train_eval", "train"), ("val", "val"), ("test", "test")):
-        if source in bundle.splits and len(bundle.splits[source]):
-            dataset = TensorImageDataset(bundle.splits[source], plan.mean, plan.std,
-                                         channels_last=plan.channels_last)
+        if source in measured and len(measured[source]):
+            dataset = TensorImageDataset(measured[source], plan.mean, plan.std, channels_last=plan.channels_last)
             loaders[split] = make_loader(dataset, plan.batch_size * 2, shuffle=False, workers=min(plan.workers, 1),
                                          seed=plan.seed)
     return loaders, train_loader.generator
@@ -167,8 +184,11 @@ def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: floa
     from imgcls.report import write_figures_and_report
     from imgcls.report.tables import print_metrics
 
+    if "train" in result.final_metrics and plan.train_metrics_images < len(bundle.splits["train"]):
+        result.final_metrics["train"]["sample_of"] = len(bundle.splits["train"])
     run.write_metrics(result.final_metrics)
     run.write_summary(run_summary(bundle, model, plan, result, started))
+    bundle = dataclasses.replace(bundle, splits=measured_splits(bundle, plan))  # what the predictions refer to
     if result.final_metrics:  # the answer first; the figures and the report follow
         print_metrics(result.final_metrics, title=f"metrics of the best epoch ({result.best_epoch})")
     if not report:
@@ -183,7 +203,25 @@ def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: floa
     looked = explain_held_out(loaded, bundle, result.predictions)
     write_figures_and_report(run, bundle, result.predictions, list(plan.class_names), loaded.model, plan.mean,
                              plan.std, plan.seed, looked_at=looked)
+    export_for_predict(run, sum(p.numel() for p in loaded.model.parameters()))
     get_console().print(f"run folder: [bold]{run.path}[/bold]   report: {run.report_file}")
+
+
+AUTO_EXPORT_MAX_PARAMETERS = 30_000_000  # bigger models take long to export: `imgcls export` when wanted
+
+
+def export_for_predict(run: RunFolder, parameters: int) -> None:
+    """RUN/model.onnx, so `imgcls predict RUN` and `imgcls serve RUN` start in well under a second (onnxruntime,
+    no torch import); skipped for large models and for models ONNX cannot express (predict then uses torch)."""
+    from imgcls.console import info
+    from imgcls.workflows.export import export
+
+    if parameters > AUTO_EXPORT_MAX_PARAMETERS:
+        return
+    try:
+        export(run.path, "onnx")
+    except ImgclsError as error:
+        info(f"no ONNX export of this run ({error}); predict will use PyTorch")
 
 
 def run_summary(bundle, model, plan: TrainPlan, result, started: float) -> dict:
