@@ -80,6 +80,18 @@ async def load(url: str, images: list[bytes], requests: int, concurrency: int) -
             "errors": errors, "count": len(latencies)}
 
 
+def server_latency(url: str) -> tuple[float, float]:
+    """(sum of seconds, count) of POST /predict as the server measured them (its Prometheus histogram)."""
+    import httpx
+
+    values = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        for key in ("sum", "count"):
+            if line.startswith(f'imgcls_request_latency_seconds_{key}{{endpoint="/predict"}}'):
+                values[key] = float(line.split()[-1])
+    return values.get("sum", 0.0), values.get("count", 0.0)
+
+
 def rss_mib(pid: int) -> float:
     import psutil
 
@@ -112,7 +124,10 @@ def main() -> None:
         process, url = start(run, *flags)
         try:
             for level in LEVELS:
+                seconds_before, count_before = server_latency(url)
                 result = asyncio.run(load(url, images, args.requests, level))
+                seconds_after, count_after = server_latency(url)
+                result["server_ms"] = 1000 * (seconds_after - seconds_before) / max(count_after - count_before, 1)
                 rows.append((label, level, result))
                 print(label, level, result, flush=True)
             if soak is None:
@@ -127,10 +142,11 @@ def main() -> None:
              f"{cpu_name()}, {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')}). Model: multilayer_cnn "
              f"(8,490 parameters), 28 px Fashion-MNIST PNGs sent as raw bytes to POST /predict; server and client "
              f"share the machine. Each level sends {args.requests} requests and stops.", "",
-             "| server | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+             "| server | concurrency | requests/s | p50 ms | p95 ms | p99 ms | mean ms inside the server | errors |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, level, r in rows:
         lines.append(f"| {label} | {level} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
-                     f"{r['errors']} of {r['count']} |")
+                     f"{r['server_ms']:.1f} | {r['errors']} of {r['count']} |")
     before, after, result = soak
     lines += ["", f"Soak (batching on): {result['count']} requests at concurrency 16, {result['rps']:.0f} requests/s, "
               f"{result['errors']} errors; server RSS {before:.0f} MiB before, {after:.0f} MiB after "

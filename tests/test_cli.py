@@ -188,7 +188,8 @@ def test_recipes_are_listed_and_fashion_mnist_uses_its_recipe(fmnist_root, tmp_p
     assert listed.returncode == 0 and "fashion-mnist" in listed.stdout and "fastcnn" in listed.stdout
     assert "recipes/fashion-mnist.yaml" in listed.stdout
     result = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--epochs", "1",
-                     "--max-per-class", "30", "--runs-dir", str(tmp_path / "runs"), "--name", "r", cwd=tmp_path)
+                     "--max-per-class", "30", "--runs-dir", str(tmp_path / "runs"), "--name", "r", "--no-report",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "recipe: fashion-mnist" in result.stdout
     import yaml
@@ -202,7 +203,7 @@ def test_recipes_are_listed_and_fashion_mnist_uses_its_recipe(fmnist_root, tmp_p
     assert float(history[0]["data_time_s"]) >= 0 and float(history[0]["step_time_s"]) > 0
     plain = cli("train", "fashion-mnist", "--recipe", "none", "--data-root", str(fmnist_root), "--epochs", "1",
                     "--max-per-class", "10", "--model", "mlp", "--runs-dir", str(tmp_path / "runs"), "--name", "p",
-                    cwd=tmp_path)
+                    "--no-report", cwd=tmp_path)
     assert plain.returncode == 0 and "recipe:" not in plain.stdout
     unknown = cli("train", "fashion-mnist", "--recipe", "fashion-mnst")
     assert unknown.returncode == 2 and "did you mean fashion-mnist" in unknown.stderr

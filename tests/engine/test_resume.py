@@ -55,7 +55,7 @@ def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypa
 def test_killed_process_resumes_from_the_last_saved_epoch(fmnist_root, tmp_path):
     command = [sys.executable, "-m", "imgcls", "train", "fashion-mnist", "--data-root", str(fmnist_root),
                "--model", "multilayer_cnn", "--max-per-class", "300", "--epochs", "8", "--workers", "0",
-               "--runs-dir", str(tmp_path), "--name", "killed", "--batch-size", "32"]
+               "--runs-dir", str(tmp_path), "--name", "killed", "--batch-size", "32", "--no-report"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state_file = tmp_path / "killed" / "last" / "trainer_state.json"
     deadline = time.time() + 300
