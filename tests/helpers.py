@@ -94,3 +94,19 @@ def plan_for(class_names=("a", "b", "c"), img_size: int = 28, channels: int = 1,
     data = SimpleNamespace(source=source, class_names=list(class_names), img_size=img_size, channels=channels,
                            hflip_ok=True, splits=splits)
     return make_plan(config, data, ModelDefaults(), ("fp32", "asked for"), False, world_size)
+
+
+def interrupt_in_epoch(monkeypatch, epoch: int) -> None:
+    """Make the training loop raise KeyboardInterrupt (Ctrl-C) when it starts epoch `epoch` (1-based) of the
+    next run in this process; `monkeypatch.undo()` restores it."""
+    from imgcls.engine import trainer
+
+    real_epoch, calls = trainer.train_one_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", interrupted)

@@ -19,7 +19,7 @@ import pytest
 
 import imgcls
 from imgcls.run_files import RunFolder
-from tests.helpers import make_class_folders
+from tests.helpers import interrupt_in_epoch, make_class_folders
 
 pytestmark = pytest.mark.slow
 TORCHRUN = shutil.which("torchrun")
@@ -188,18 +188,8 @@ def test_a_two_process_run_resumes_in_one_process(photo_run, tmp_path):
 
 
 def test_a_one_process_run_resumes_on_two_processes(photo_run, tmp_path, monkeypatch):
-    from imgcls.engine import trainer
-
     _, photos = photo_run
-    real_epoch, calls = trainer.train_one_epoch, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_one_epoch", interrupted)
+    interrupt_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         imgcls.train(str(photos), model="multilayer_cnn", img_size=28, epochs=2, batch_size=16, workers=0,
                      runs_dir=str(tmp_path / "runs"), name="one", report=False)

@@ -115,7 +115,7 @@ def test_export_cli_writes_metadata_and_predict_on_onnx_matches_the_run(fmnist_r
     assert json.loads(meta["class_names"])[0] == "T-shirt/top" and meta["img_size"] == "28"
     assert meta["channels"] == "1" and meta["input_type"] == "uint8" and meta["tta"] == "true"
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a dynamic batch axis
-    from_run = imgcls.predict(fmnist_run, [fmnist_pngs], topk=10, backend="torch")
+    from_run = imgcls.predict(fmnist_run, [fmnist_pngs], topk=10, backend="torch", precision="fp32")
     from_onnx = imgcls.predict(onnx_file, [fmnist_pngs], topk=10)
     for ours, theirs in zip(from_run, from_onnx):
         assert ours["predictions"][0]["class"] == theirs["predictions"][0]["class"]

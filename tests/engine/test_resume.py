@@ -9,6 +9,7 @@ import time
 import pytest
 
 import imgcls
+from tests.helpers import interrupt_in_epoch
 
 
 def _history(run):
@@ -28,20 +29,10 @@ def _config(fmnist_root, runs_dir, name, epochs, precision):
 def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypatch, precision):
     straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight", 3, precision))
 
-    from imgcls.engine import trainer
-
-    real_epoch, calls = trainer.train_one_epoch, []
-
-    def crash_in_third_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_one_epoch", crash_in_third_epoch)
+    interrupt_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         imgcls.train(**_config(fmnist_root, tmp_path, "interrupted", 3, precision))
-    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+    monkeypatch.undo()
     assert len(_history(tmp_path / "interrupted")) == 2
     resumed = imgcls.train(resume=tmp_path / "interrupted")
     assert _history(resumed.run_dir) == _history(straight.run_dir)

@@ -49,7 +49,7 @@ def test_an_imgcls_0_1_run_evaluates_to_the_numbers_it_recorded(legacy_run, fmni
 def test_an_imgcls_0_1_run_predicts_and_reports(legacy_run, tmp_path):
     from skimage import data
 
-    gray = np.asarray(Image.fromarray(data.camera()).resize((28, 28)))
+    gray = np.array(Image.fromarray(data.camera()).resize((28, 28)))
     Image.fromarray(gray).save(tmp_path / "camera.png")
     (result,) = imgcls.predict(legacy_run, [tmp_path / "camera.png"], topk=10)
     probabilities = [guess["probability"] for guess in result["predictions"]]
