@@ -19,12 +19,12 @@ from tests.helpers import cli, user_error
 MODELS = [
     ("mlp", 1, 28, {}), ("onecnn", 1, 28, {}), ("multilayer_cnn", 1, 28, {}), ("lenet", 1, 32, {}),
     ("fastcnn", 1, 28, {}), ("vit", 1, 28, {"patch_size": 7, "width": 32, "depth": 2, "heads": 2}),
-    ("vit_keras_cifar10", 1, 36, {}),
+    pytest.param("vit_keras_cifar10", 1, 36, {}, marks=pytest.mark.slow),
     pytest.param("vit_b16", 1, 32, {}, marks=pytest.mark.slow),
     pytest.param("densenet_se", 1, 32, {}, marks=pytest.mark.slow),
-    ("resnet18", 1, 32, {}), ("convnext_atto", 1, 32, {}),
+    ("resnet18", 1, 32, {}), pytest.param("convnext_atto", 1, 32, {}, marks=pytest.mark.slow),
     pytest.param("densenet121", 1, 32, {}, marks=pytest.mark.slow),
-    ("vit_tiny_patch16_224", 1, 32, {}),
+    pytest.param("vit_tiny_patch16_224", 1, 32, {}, marks=pytest.mark.slow),
 ]
 
 
@@ -66,6 +66,7 @@ def test_onnx_and_torchscript_match_eager_pytorch(name, channels, size, options,
         assert (onnx.argmax(1) == eager.argmax(1)).all() and (traced.argmax(1) == eager.argmax(1)).all()
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_with_real_imagenet_weights_exports_exactly(lite0_weights, tmp_path):
     from PIL import Image
     from skimage import data
