@@ -1,10 +1,12 @@
 """The README's main job, `imgcls train fashion-mnist`, run by one or more source trees side by side.
 
     python benchmarks/main_job.py [--tree before=/path/to/old/checkout] [--tree after=.] [--rounds 2]
-        [--extra "--precision fp32"] [--title "..."] [--out docs/benchmarks.md]
+        [--extra "--precision fp32"] [--variant "fp32=--precision fp32" --variant "seed 1=--seed 1"]
+        [--title "..."] [--out docs/benchmarks.md]
 
-Each run is a new process (`PYTHONPATH=<tree>/src python -m imgcls train fashion-mnist ...`), the trees
-alternating round by round so that a drifting machine affects them alike. Per run: process start to the
+Each run is a new process (`PYTHONPATH=<tree>/src python -m imgcls train fashion-mnist ...`), the trees (and
+within a tree the variants: more flags each) alternating round by round so that a drifting machine affects
+them alike. Per run: process start to the
 final metrics (metrics.json written, the table printed), to the finished report.html, the tail (end of the
 last epoch to the metrics), training time, and test accuracy with its 95% interval.
 """
@@ -51,33 +53,39 @@ def main() -> None:
                         help="a source tree to run (default: this checkout as 'this tree')")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--extra", default="", help="more `imgcls train` flags for every run")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                        help="run every tree once more per variant, with these flags added")
     parser.add_argument("--title", default="README main job: `imgcls train fashion-mnist`")
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "benchmarks.md")
     args = parser.parse_args()
     trees = [item.split("=", 1) for item in args.tree] or [["this tree", str(Path(__file__).parents[1])]]
+    variants = [item.split("=", 1) for item in args.variant] or [["", ""]]
+    runs = [(" / ".join(filter(None, [label if len(trees) > 1 or not variant else "", variant])), path, flags)
+            for label, path in trees for variant, flags in variants]
     from imgcls.environment import cpu_name
 
     work = Path(tempfile.mkdtemp(prefix="imgcls-main-job-"))
     data_root = work / "datasets"
     rows = []
     for round_index in range(args.rounds):
-        for label, path in trees:
-            result = one_run(Path(path).resolve(), work, f"{label.replace(' ', '_')}-{round_index}",
-                             shlex.split(args.extra), data_root)
+        for index, (label, path, flags) in enumerate(runs):
+            result = one_run(Path(path).resolve(), work, f"run{index + 1}-{round_index + 1}",
+                             shlex.split(args.extra) + shlex.split(flags), data_root)
             rows.append((label, result))
             print(label, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, flush=True)
     command = " ".join(["python benchmarks/main_job.py", *(f"--tree {item}" for item in args.tree),
-                        f"--rounds {args.rounds}", *([f'--extra "{args.extra}"'] if args.extra else [])])
+                        f"--rounds {args.rounds}", *([f'--extra "{args.extra}"'] if args.extra else []),
+                        *(f'--variant "{item}"' for item in args.variant)])
     lines = [f"## {args.title}", "", f"`{command}` on {cpu_name()}, {os.cpu_count()} cores "
-             f"({time.strftime('%Y-%m-%d')}). Each run is a new process; the trees alternate round by round.", "",
-             "| tree | round | start to metrics | start to report.html | tail (last epoch end to metrics) | "
+             f"({time.strftime('%Y-%m-%d')}). Each run is a new process; the runs alternate round by round.", "",
+             "| run | round | start to metrics | start to report.html | tail (last epoch end to metrics) | "
              "training | precision | test accuracy [95% CI] | test ECE |", "|---|---|---|---|---|---|---|---|---|"]
     for index, (label, r) in enumerate(rows):
-        lines.append(f"| {label} | {index // len(trees) + 1} | {r['to_metrics']:.0f} s | {r['to_report']:.0f} s | "
+        lines.append(f"| {label} | {index // len(runs) + 1} | {r['to_metrics']:.0f} s | {r['to_report']:.0f} s | "
                      f"{r['tail']:.1f} s | {r['training']:.0f} s | {r['precision']} | {r['accuracy']:.4f} "
                      f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}] | {r['ece']:.4f} |")
     if args.rounds > 1:
-        for label, _ in trees:
+        for label, _, _ in runs:
             mine = [r for name, r in rows if name == label]
             lines.append(f"| {label}: median | | {statistics.median(r['to_metrics'] for r in mine):.0f} s | "
                          f"{statistics.median(r['to_report'] for r in mine):.0f} s | "

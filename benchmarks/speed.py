@@ -1,6 +1,7 @@
 """Speed benchmarks of issue 5, measured side by side in one run and written to docs/benchmarks.md.
 
-    python benchmarks/speed.py [--only a,b,c,d] [--out docs/benchmarks.md]
+    python benchmarks/speed.py [--only a,b,c,d] [--vit vit_small_patch16_224] [--section "## Speed ..."]
+                               [--out docs/benchmarks.md]
 
 a. time-to-accuracy: `imgcls train fashion-mnist` (its default recipe), process start to final metrics;
 b. training throughput of imgcls against a plain PyTorch loop of the kind tutorials write (ImageFolder,
@@ -275,8 +276,8 @@ def vit_step_flops(name: str = "vit_tiny_patch16_224", size: int = 224, batch: i
         lines.append(f"| {label} | {seconds:.2f} s | {batch / seconds:.1f} | {achieved / 1e9:.0f} | {peak / 1e9:.0f} | "
                      f"{100 * achieved / peak:.0f}% | {100 * achieved / peaks['fp32']:.0f}% |")
     ratio = peaks["bf16"] / peaks["fp32"]
-    lines += ["", f"On this CPU the bf16 matmul peak is {ratio:.2f}x the fp32 peak, so `--precision auto` keeps "
-              "fp32 here (it times both for the actual model and keeps bf16 only at >= 1.10x)."]
+    lines += ["", f"On this CPU the bf16 matmul peak is {ratio:.2f}x the fp32 peak (`--precision auto` times both "
+              "for the actual model and keeps bf16 only at >= 1.10x)."]
     return lines
 
 
@@ -310,12 +311,15 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3, help="b: seeds for the resnet18 accuracy check")
+    parser.add_argument("--vit", default="vit_tiny_patch16_224", help="c: the ViT whose training step is timed")
+    parser.add_argument("--vit-batch", type=int, default=64, help="c: its batch size")
+    parser.add_argument("--section", default="## Speed (issue 5)", help="the heading of docs/benchmarks.md to replace")
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args()
     chosen = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="imgcls-speed-"))
-    command = "python benchmarks/speed.py" + (f" --only {args.only}" if args.only != "a,b,c,d" else "")
-    lines = ["## Speed (issue 5)", "", f"`{command}` on {machine()}; every table below comes from that one run.", ""]
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    lines = [args.section, "", f"`{command}` on {machine()}; every table below comes from that one run.", ""]
     try:
         if "a" in chosen:
             lines += time_to_accuracy(work) + [""]
@@ -329,7 +333,7 @@ def main() -> None:
             lines += accuracy_over_seeds(work, folder, args.seeds) + [""]
             print("\n".join(lines[-7:]), flush=True)
         if "c" in chosen:
-            lines += vit_step_flops() + [""]
+            lines += vit_step_flops(args.vit, batch=args.vit_batch) + [""]
             print("\n".join(lines[-12:]), flush=True)
         if "d" in chosen:
             lines += data_vs_step(work, folder) + [""]
@@ -337,7 +341,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(lines)
     print(text)
-    replace_section(Path(args.out), "## Speed (issue 5)", text)
+    replace_section(Path(args.out), args.section, text)
 
 
 if __name__ == "__main__":

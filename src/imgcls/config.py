@@ -29,6 +29,7 @@ class DataConfig:
     channels: int | None = None  # None: 1 when every image is grayscale, else 3
     augment: str = "light"
     crop_padding: int | None = None  # light augmentation: shift by up to this many pixels; None: img_size // 8
+    erase: float = 0.0  # light augmentation: random erasing of one rectangle in this fraction of the images
     hflip: bool = True
     max_per_class: int | None = None  # cap images per class in every split (quick experiments)
     workers: int = 2
@@ -223,6 +224,10 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--workers must be 0 or more, got {data.workers}")
     _choice(data.augment, AUGMENTS, "--augment")
     _choice(data.cache, CACHES, "--cache")
+    if not 0.0 <= data.erase <= 1.0:
+        raise ImgclsError(f"--erase is the fraction of images to erase a rectangle in: 0 to 1, got {data.erase}")
+    if data.erase and data.augment != "light":
+        raise ImgclsError(f"--erase belongs to --augment light ('{data.augment}' has its own); drop it or use light")
     if data.crop_padding is not None and data.crop_padding < 0:
         raise ImgclsError(f"--crop-padding must be 0 or more, got {data.crop_padding}")
     _choice(optim.optimizer, OPTIMIZERS, "--optimizer")

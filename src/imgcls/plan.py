@@ -64,6 +64,7 @@ class TrainPlan:
     positive_class: int  # two-class data: index of the class whose sensitivity etc. are reported
     seed: int
     train_metrics_images: int = 0  # training images the final train-split metrics use (0: all of them)
+    erase: float = 0.0  # light augmentation: fraction of training images with a random rectangle erased
     notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
         precision_reason=precision[1], channels_last=channels_last, compile=train.compile, tta=tta,
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
         positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed,
-        train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, notes=notes,
+        train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase, notes=notes,
     )
 
 

@@ -168,3 +168,31 @@ def test_batched_pad_crop_flip_matches_shifted_crops():
         flipped += mirrored and not plain
     assert 10 < flipped < 54  # about half are flipped
     assert torch.equal(BatchPadCropFlip(0, hflip=False)(images), images)
+
+
+def test_batched_random_erasing_blanks_one_rectangle_in_the_asked_fraction():
+    from imgcls.data.transforms import BatchPadCropFlip, erase_rectangles
+
+    torch.manual_seed(0)
+    images = torch.randint(1, 256, (2000, 3, 28, 28), dtype=torch.uint8)  # no zeros before erasing
+    out = erase_rectangles(images, 0.5)
+    erased = (out == 0).all(dim=1)  # (N, H, W): pixels blanked in every channel
+    touched = erased.flatten(1).any(dim=1)
+    assert 0.45 < touched.float().mean() < 0.55
+    assert torch.equal(out[~touched], images[~touched])
+    for mask in erased[touched][:200]:  # each erased region is one filled rectangle of 2-33% of the image
+        rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+        assert mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        assert int(mask.sum()) == len(rows) * len(cols)
+        assert 0.01 <= len(rows) * len(cols) / 784 <= 0.36
+    shifted = BatchPadCropFlip(0, hflip=False, erase=1.0)(images)
+    assert (shifted == 0).all(dim=1).flatten(1).any(dim=1).all()
+
+
+def test_erase_outside_the_light_preset_is_one_line(photos):
+    from imgcls.config import build_config
+
+    with pytest.raises(ImgclsError, match="--erase belongs to --augment light"):
+        build_config(overrides={"data": {"source": str(photos), "augment": "strong", "erase": 0.5}})
+    with pytest.raises(ImgclsError, match="--erase is the fraction"):
+        build_config(overrides={"data": {"source": str(photos), "erase": 1.5}})

@@ -61,6 +61,8 @@ def _add_data_flags(g) -> None:
     g.add_argument("--augment", help="none | light | standard | strong (default light)")
     g.add_argument("--crop-padding", type=int, help="light augmentation: random shift of up to N pixels "
                    "(default img-size // 8)")
+    g.add_argument("--erase", type=float, help="light augmentation: erase a random rectangle in this fraction "
+                   "of the training images (random erasing; default 0)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no horizontal flips")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class in each split")
     g.add_argument("--data-root", help="where built-in datasets are stored (default ~/.cache/imgcls/datasets)")

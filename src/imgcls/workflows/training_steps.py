@@ -162,7 +162,7 @@ def make_loaders(bundle, plan: TrainPlan):
     from imgcls.data.loader import TensorImageDataset, make_loader
     from imgcls.data.transforms import train_transform
 
-    augment = train_transform(plan.augment, plan.img_size, plan.hflip, plan.crop_padding)
+    augment = train_transform(plan.augment, plan.img_size, plan.hflip, plan.crop_padding, plan.erase)
     train_set = TensorImageDataset(bundle.splits["train"], plan.mean, plan.std, augment, plan.channels_last)
     # Drop a ragged last batch (a batch of one breaks batch norm) unless that would leave a process no batch.
     drop_last = len(train_set) >= 2 * plan.global_batch_size

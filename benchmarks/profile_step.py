@@ -1,0 +1,99 @@
+"""Where a training step's time goes: torch.profiler's top operators for the steps benchmark b times.
+
+    python benchmarks/profile_step.py [--case resnet18:64 --case efficientnet_lite0:128 ...] [--steps 6]
+                                      [--out docs/benchmarks.md]
+
+Each case is one model (built-in or timm) from scratch at one input size, batch 32 (benchmark b's), trained the way
+`imgcls train` trains it here: the precision `--precision auto` picks on this CPU (bf16 autocast or fp32),
+channels_last for convolutional nets, Adam. The table lists the operators with the most self CPU time over
+`--steps` steps after two warm-up steps, and the share of the step they take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_file import replace_section  # noqa: E402
+
+SECTION = "## Where the training step's time goes (issue 16)"
+CASES = ("resnet18:64", "efficientnet_lite0:128", "vit_tiny_patch16_224:224")
+
+
+def build_step(name: str, size: int, batch: int, channels: int):
+    """One training step of `name` (a built-in or timm model) at `size` px as imgcls runs it: its layout and
+    the precision `auto` picks."""
+    import torch
+
+    from imgcls.engine.precision import choose_precision, to_channels_last
+    from imgcls.models.registry import create_model
+
+    model = create_model(name, num_classes=10, in_chans=channels, img_size=size)
+    channels_last = to_channels_last(model)
+    bf16 = choose_precision("auto", model, (batch, channels, size, size), channels_last=channels_last)[0] == "bf16"
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = torch.randn(batch, channels, size, size)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images)
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, bf16, channels_last
+
+
+def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3) -> list[str]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    step, bf16, channels_last = build_step(name, size, batch, channels)
+    for _ in range(2):
+        step()
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    seconds = (time.perf_counter() - started) / steps
+    events = sorted(prof.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    lines = [f"**{name} at {size} px, batch {batch}, {'bf16 autocast' if bf16 else 'fp32'}, "
+             f"{'channels_last' if channels_last else 'NCHW'}**: {seconds * 1000:.0f} ms a step under the profiler "
+             f"({batch / seconds:.0f} images/s).", "",
+             "| operator | self CPU ms per step | share | calls per step |", "|---|---|---|---|"]
+    for event in events[:12]:
+        lines.append(f"| `{event.key}` | {event.self_cpu_time_total / 1000 / steps:.1f} | "
+                     f"{100 * event.self_cpu_time_total / total:.1f}% | {event.count // steps} |")
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append",
+                        help="MODEL:PIXELS[:CHANNELS], repeatable (default: benchmark b's three, 3 channels)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", default="docs/benchmarks.md")
+    args = parser.parse_args()
+    import torch
+
+    from imgcls.environment import cpu_name
+
+    lines = [SECTION, "", f"`python benchmarks/profile_step.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+             f"on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}.", ""]
+    for case in args.case or CASES:
+        name, size, *channels = case.split(":")
+        lines += profile_case(name, int(size), args.batch, args.steps, int(channels[0]) if channels else 3)
+        print("\n".join(lines), flush=True)
+    replace_section(Path(args.out), SECTION, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
