@@ -23,13 +23,17 @@ SECTION = "## Where the training step's time goes (issue 16)"
 CASES = ("resnet18:64", "efficientnet_lite0:128", "vit_tiny_patch16_224:224")
 
 
-def build_step(name: str, size: int, batch: int, channels: int):
-    """One training step of `name` (a built-in or timm model) at `size` px as imgcls runs it: its layout and
-    the precision `auto` picks."""
+def build_step(name: str, size: int, batch: int, channels: int, keep_memory: bool = True):
+    """One training step of `name` (a built-in or timm model) at `size` px as imgcls runs it: its layout, the
+    precision `auto` picks and (unless `keep_memory` is False) the kept freed memory of every imgcls run."""
     import torch
 
+    from imgcls.engine.accelerator import keep_freed_memory
     from imgcls.engine.precision import choose_precision, to_channels_last
     from imgcls.models.registry import create_model
+
+    if keep_memory:
+        keep_freed_memory()
 
     model = create_model(name, num_classes=10, in_chans=channels, img_size=size)
     channels_last = to_channels_last(model)

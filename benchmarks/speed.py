@@ -241,6 +241,9 @@ def vit_step_flops(name: str = "vit_tiny_patch16_224", size: int = 224, batch: i
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from imgcls.engine.accelerator import keep_freed_memory
+
+    keep_freed_memory()  # as every imgcls run does
     model = timm.create_model(name, num_classes=10)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     images, labels = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))

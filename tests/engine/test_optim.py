@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from imgcls.engine.optim import build_scheduler
+from imgcls.engine import optim as optim_module
+from imgcls.engine.optim import build_optimizer, build_scheduler
 from tests.helpers import plan_for
 
 
@@ -33,3 +34,26 @@ def test_step_schedule_decays_by_gamma():
 def test_onecycle_peaks_at_lr():
     rates = _lrs(scheduler="onecycle", warmup_epochs=1)
     assert max(rates) == pytest.approx(1.0, rel=1e-3) and rates[0] < 0.1 and rates[-1] < 1e-3
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_optimizers_run_fused_and_update_as_the_reference_loop(name, monkeypatch):
+    """The fused kernel on CPU parameters: the same updates as torch's per-parameter loop."""
+    torch.manual_seed(0)
+    fused_model, loop_model = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
+    loop_model.load_state_dict(fused_model.state_dict())
+    plan = plan_for(optimizer=name, lr=0.05, weight_decay=0.01)
+    groups = lambda model: [{"params": list(model.parameters()), "weight_decay": 0.01}]  # noqa: E731
+    fused = build_optimizer(groups(fused_model), plan)
+    monkeypatch.setattr(optim_module, "_fusable", lambda groups: False)
+    loop = build_optimizer(groups(loop_model), plan)
+    assert fused.defaults["fused"] is True and not loop.defaults["fused"]
+    for _ in range(4):
+        batch = torch.randn(5, 8)
+        for model, optimizer in ((fused_model, fused), (loop_model, loop)):
+            model(batch).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for a, b in zip(fused_model.parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert fused.state_dict()["state"].keys() == loop.state_dict()["state"].keys()

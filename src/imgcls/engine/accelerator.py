@@ -14,6 +14,7 @@ def make_accelerator(precision: str, seed: int | None = None, find_unused_parame
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 
+    keep_freed_memory()
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     # Accelerate fixes precision and compile settings once per process (a shared state); every imgcls run
     # owns a fresh Accelerator instead, so train/evaluate/predict can follow each other in one process with
@@ -30,6 +31,38 @@ def make_accelerator(precision: str, seed: int | None = None, find_unused_parame
     if seed is not None:
         set_seed(seed)
     return accelerator
+
+
+_MMAP_THRESHOLD = 256 << 20  # blocks up to this size come from the heap, not from fresh mmap'd pages
+_TRIM_THRESHOLD = 1 << 30  # free memory the heap keeps before handing any back to the OS
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc reuse freed memory for the next training step instead of returning it to the OS.
+
+    By default glibc serves blocks over 128 KiB-32 MiB with fresh mmap'd pages and trims the heap after each
+    free, so every step of a small CNN on a CPU page-faults its activations (tens of MB) in anew: on a
+    2-core VM that was a third of a fastcnn step (zero-filling a max-pool gradient alone took 22 ms instead
+    of 2; docs/benchmarks.md, "Where the training step's time goes"). Keeping up to 1 GiB of freed heap
+    is what jemalloc/tcmalloc (the usual LD_PRELOAD advice) would do, without preloading anything.
+    No-op, returning False, where the C library is not glibc (macOS, musl, Windows). Idempotent.
+    """
+    global _KEPT
+    if _KEPT is None:
+        _KEPT = False
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+            _KEPT = bool(libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD)) and bool(
+                libc.mallopt(m_trim_threshold, _TRIM_THRESHOLD))
+        except (OSError, AttributeError):
+            pass
+    return _KEPT
+
+
+_KEPT: bool | None = None
 
 
 def cpu_only() -> bool:

@@ -6,14 +6,25 @@ from imgcls.plan import TrainPlan
 
 
 def build_optimizer(param_groups: list[dict], plan: TrainPlan):
-    """AdamW / Adam / SGD (Nesterov) over prepared groups (each with its own lr and weight decay)."""
+    """AdamW / Adam / SGD (Nesterov) over prepared groups (each with its own lr and weight decay).
+
+    The fused implementation (one vectorized kernel over all parameters) where every parameter is a floating
+    point tensor on a CPU or CUDA device: on a CPU, torch's default is a Python loop over the parameters,
+    several passes over memory each (a tenth of a ViT-B/16 step on 2 cores). Same updates, same state dict.
+    """
     import torch
 
+    fused = {"fused": True} if _fusable(param_groups) else {}
     if plan.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=plan.lr, momentum=plan.momentum, nesterov=plan.momentum > 0)
+        return torch.optim.SGD(param_groups, lr=plan.lr, momentum=plan.momentum, nesterov=plan.momentum > 0, **fused)
     if plan.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=plan.lr)
-    return torch.optim.AdamW(param_groups, lr=plan.lr)
+        return torch.optim.Adam(param_groups, lr=plan.lr, **fused)
+    return torch.optim.AdamW(param_groups, lr=plan.lr, **fused)
+
+
+def _fusable(param_groups: list[dict]) -> bool:
+    return all(param.is_floating_point() and param.device.type in ("cpu", "cuda")
+               for group in param_groups for param in group["params"])
 
 
 def build_scheduler(optimizer, plan: TrainPlan, steps_per_epoch: int):

@@ -75,8 +75,9 @@ def choose_precision(requested: str, model=None, input_shape: tuple[int, ...] | 
 def agreed_precision(requested: str, model, input_shape, cache_file, channels_last: bool,
                      pinned_auto: str | None = None) -> tuple[str, str]:
     """choose_precision, decided (and measured, for auto) by the main process; every process uses its answer."""
-    from imgcls.engine.accelerator import process_state, share_from_main
+    from imgcls.engine.accelerator import keep_freed_memory, process_state, share_from_main
 
+    keep_freed_memory()  # time the steps as training will run them
     answer = None
     if process_state().is_main_process:
         answer = choose_precision(requested, model, input_shape, cache_file, channels_last, pinned_auto)
@@ -86,11 +87,12 @@ def agreed_precision(requested: str, model, input_shape, cache_file, channels_la
 def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_last: bool) -> tuple[str, str]:
     import torch
 
+    from imgcls.engine.accelerator import keep_freed_memory
     from imgcls.environment import cpu_name
 
     key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), type(model).__name__,
                     str(sum(p.numel() for p in model.parameters())), "x".join(map(str, input_shape)),
-                    "cl" if channels_last else "nchw"])
+                    "cl" if channels_last else "nchw", "heap-kept" if keep_freed_memory() else "heap-default"])
     remembered = _read_cache(cache_file)
     if key not in remembered:
         with torch.random.fork_rng():  # the run must not depend on whether this was measured or remembered
