@@ -29,7 +29,7 @@ def build_step(name: str, size: int, batch: int, channels: int, keep_memory: boo
     import torch
 
     from imgcls.engine.accelerator import keep_freed_memory
-    from imgcls.engine.precision import choose_precision, to_channels_last
+    from imgcls.engine.precision import choose_precision, to_channels_last, unfuse_cpu_attention
     from imgcls.models.registry import create_model
 
     if keep_memory:
@@ -38,7 +38,8 @@ def build_step(name: str, size: int, batch: int, channels: int, keep_memory: boo
     model = create_model(name, num_classes=10, in_chans=channels, img_size=size)
     channels_last = to_channels_last(model)
     bf16 = choose_precision("auto", model, (batch, channels, size, size), channels_last=channels_last)[0] == "bf16"
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    unfuse_cpu_attention(model, "bf16" if bf16 else "fp32")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as imgcls builds it
     images = torch.randn(batch, channels, size, size)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)

@@ -158,3 +158,27 @@ def test_kept_freed_memory_reuses_pages_instead_of_faulting_them_in_anew():
     pages = 20 * 50_000_000 // 4096
     assert counts["default"] > pages // 2, counts  # glibc alone: fresh mmap'd pages every time
     assert counts["keep"] < pages // 5, counts  # kept: (nearly) none after the first steps
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
+def test_bf16_on_a_cpu_runs_timm_attention_unfused_with_the_same_outputs():
+    import timm
+
+    from imgcls.engine.precision import unfuse_cpu_attention
+
+    def fused(model):
+        return {module.fused_attn for module in model.modules() if hasattr(module, "fused_attn")}
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=3).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(images)
+    assert fused(model) == {True}
+    assert not unfuse_cpu_attention(model, "fp32") and fused(model) == {True}  # fp32: the fused kernel is faster
+    assert unfuse_cpu_attention(model, "bf16") and fused(model) == {False}
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), before, rtol=1e-4, atol=1e-5)
+    many_tokens = timm.create_model("vit_tiny_patch16_224", img_size=272, num_classes=3)  # 289 patches
+    assert not unfuse_cpu_attention(many_tokens, "bf16") and fused(many_tokens) == {True}
+    assert not unfuse_cpu_attention(torch.nn.Linear(2, 2), "bf16")  # no attention: nothing to do

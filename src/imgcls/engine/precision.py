@@ -128,6 +128,8 @@ def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
     import torch
 
     trial = copy.deepcopy(model).train()
+    if bf16:
+        unfuse_cpu_attention(trial, "bf16")  # time bf16 as training would run it
     images = torch.randn(*input_shape)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -142,6 +144,31 @@ def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
     for _ in range(_TIMED_STEPS):
         step()
     return (time.perf_counter() - started) / _TIMED_STEPS
+
+
+MAX_UNFUSED_TOKENS = 256  # above this, the attention matrices of plain matmuls grow past what a CPU run should hold
+
+
+def unfuse_cpu_attention(model, precision: str) -> bool:
+    """bf16 on a CPU: timm's attention as plain matmuls and a softmax instead of the fused (flash) kernel.
+
+    PyTorch's CPU flash attention is slow in bf16, its backward above all (a third of a ViT-S/16 step): at
+    ViT token counts the plain path runs its two matmuls on oneDNN's bf16 kernels, 1.3x (ViT-S/16) to 1.5x
+    (ViT-Ti/16) faster per training step (docs/benchmarks.md, "ViT-S training step"). Only up to
+    MAX_UNFUSED_TOKENS patches, where the extra memory (batch x heads x tokens^2) stays small; fp32 and GPUs
+    keep the fused kernel, which is the faster one there. Returns whether anything changed.
+    """
+    from imgcls.engine.accelerator import cpu_only
+
+    patches = getattr(getattr(model, "patch_embed", None), "num_patches", None)
+    if precision != "bf16" or not cpu_only() or patches is None or patches > MAX_UNFUSED_TOKENS:
+        return False
+    changed = False
+    for module in model.modules():
+        if getattr(module, "fused_attn", None) is True:
+            module.fused_attn = False
+            changed = True
+    return changed
 
 
 def uses_convolutions(model) -> bool:
