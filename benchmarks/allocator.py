@@ -5,8 +5,9 @@
 
 Every imgcls run calls `imgcls.engine.accelerator.keep_freed_memory()` (mallopt: blocks up to 256 MiB from
 the heap, up to 1 GiB of freed heap kept). Each measurement is a new process that builds the step as
-benchmarks/profile_step.py does (the precision `auto` picks, channels_last for conv nets, Adam), runs 3
-warm-up steps and times `--steps` more; the two settings alternate round by round.
+benchmarks/profile_step.py does (bf16 autocast where the CPU has native bf16, else fp32; channels_last for
+conv nets; fused Adam), runs 3 warm-up steps and times `--steps` more; the two settings alternate round by
+round.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import replace_section  # noqa: E402
+from results_file import command_line, replace_section  # noqa: E402
 
 SECTION = "## Kept freed memory: training steps with and without (issue 16)"
 CASES = ("fastcnn:28:1", "resnet18:64", "efficientnet_lite0:128", "vit_tiny_patch16_224:224")
@@ -29,8 +30,11 @@ CASES = ("fastcnn:28:1", "resnet18:64", "efficientnet_lite0:128", "vit_tiny_patc
 def child(case: str, keep: bool, batch: int, steps: int) -> None:
     from profile_step import build_step
 
+    from imgcls.engine.precision import cpu_supports_bf16
+
     name, size, *channels = case.split(":")
-    step, bf16, _ = build_step(name, int(size), batch, int(channels[0]) if channels else 3, keep_memory=keep)
+    step, bf16, _ = build_step(name, int(size), batch, int(channels[0]) if channels else 3, keep_memory=keep,
+                               precision="bf16" if cpu_supports_bf16() else "fp32")  # both settings alike
     for _ in range(3):
         step()
     started = time.perf_counter()
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--section", default=SECTION, help="the heading of docs/benchmarks.md to replace")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--keep", dest="keep", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--default", dest="keep", action="store_false", help=argparse.SUPPRESS)
@@ -65,7 +70,7 @@ def main() -> None:
 
     from imgcls.environment import cpu_name
 
-    lines = [SECTION, "", f"`python benchmarks/allocator.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+    lines = [args.section, "", f"`{command_line()}`",
              f"on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; batch {args.batch}, "
              f"median ms per step over {args.rounds} rounds of {args.steps} steps, each a new process, the two "
              "settings alternating.", "",
@@ -82,7 +87,7 @@ def main() -> None:
         lines.append(f"| {name} | {size} | {'bf16' if found['bf16'] else 'fp32'} | {default:.1f} | {kept:.1f} | "
                      f"{default / kept:.2f}x |")
         print(lines[-1], flush=True)
-    replace_section(Path(args.out), SECTION, "\n".join(lines))
+    replace_section(Path(args.out), args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

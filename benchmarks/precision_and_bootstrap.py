@@ -19,7 +19,7 @@ import imgcls
 from imgcls.metrics.bootstrap import bootstrap_intervals
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import replace_section  # noqa: E402
+from results_file import command_line, replace_section  # noqa: E402
 
 MARKER = "## CPU precision and bootstrap cost"
 
@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args()
-    lines = [MARKER, "", f"`python benchmarks/precision_and_bootstrap.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+    lines = [MARKER, "", f"`{command_line()}`",
              "", "Training step, batch 128, 1x28x28, one process, images/s:", "",
              "| model | fp32 | bf16 autocast | bf16 / fp32 |", "|---|---|---|---|"]
     for name in ("multilayer_cnn", "resnet10t", "mobilenetv3_small_100", "efficientnet_lite0"):

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import replace_section  # noqa: E402
+from results_file import command_line, replace_section  # noqa: E402
 
 SECTION = "## Where the training step's time goes (issue 16)"
 CASES = ("resnet18:64", "efficientnet_lite0:128", "vit_tiny_patch16_224:224")
 
 
-def build_step(name: str, size: int, batch: int, channels: int, keep_memory: bool = True):
+def build_step(name: str, size: int, batch: int, channels: int, keep_memory: bool = True, precision: str = "auto"):
     """One training step of `name` (a built-in or timm model) at `size` px as imgcls runs it: its layout, the
     precision `auto` picks and (unless `keep_memory` is False) the kept freed memory of every imgcls run."""
     import torch
@@ -37,7 +37,7 @@ def build_step(name: str, size: int, batch: int, channels: int, keep_memory: boo
 
     model = create_model(name, num_classes=10, in_chans=channels, img_size=size)
     channels_last = to_channels_last(model)
-    bf16 = choose_precision("auto", model, (batch, channels, size, size), channels_last=channels_last)[0] == "bf16"
+    bf16 = choose_precision(precision, model, (batch, channels, size, size), channels_last=channels_last)[0] == "bf16"
     unfuse_cpu_attention(model, "bf16" if bf16 else "fp32")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as imgcls builds it
     images = torch.randn(batch, channels, size, size)
@@ -56,7 +56,6 @@ def build_step(name: str, size: int, batch: int, channels: int, keep_memory: boo
 
 
 def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3) -> list[str]:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     step, bf16, channels_last = build_step(name, size, batch, channels)
@@ -91,7 +90,7 @@ def main() -> None:
 
     from imgcls.environment import cpu_name
 
-    lines = [SECTION, "", f"`python benchmarks/profile_step.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+    lines = [SECTION, "", f"`{command_line()}`",
              f"on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}.", ""]
     for case in args.case or CASES:
         name, size, *channels = case.split(":")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
+
+
+def command_line() -> str:
+    """How this benchmark was started, ready to paste: `python benchmarks/NAME.py ARGS`, shell-quoted."""
+    return shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
 
 def replace_section(out: Path, marker: str, text: str) -> None:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import replace_section  # noqa: E402
+from results_file import command_line, replace_section  # noqa: E402
 
 IMGCLS = [sys.executable, "-m", "imgcls"]
 JPEG_SIDE = 320  # source JPEGs: the size of a typical downloaded photo dataset after a first resize
@@ -327,7 +327,7 @@ def main() -> None:
     args = parser.parse_args()
     chosen = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="imgcls-speed-"))
-    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    command = command_line()
     lines = [args.section, "", f"`{command}` on {machine()}; every table below comes from that one run.", ""]
     try:
         if "a" in chosen:

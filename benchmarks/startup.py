@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import replace_section  # noqa: E402
+from results_file import command_line, replace_section  # noqa: E402
 
 MARKER = "## Start-up latency"
 
@@ -73,7 +73,7 @@ def main() -> None:
                              str(image)], args.repeats)))
     except ImportError:
         pass
-    lines = [MARKER, "", f"`python benchmarks/startup.py {' '.join(sys.argv[1:])}`".replace(" `", "`"), "",
+    lines = [MARKER, "", f"`{command_line()}`", "",
              f"On {cpu_name()}, {os.cpu_count()} cores. A new process each call, {args.repeats} calls each; targets: "
              f"--help <= 0.1 s, cold predict of a run <= 3 s, of an exported ONNX file <= 1 s.", "",
              "| command | first call (s) | median (s) |", "|---|---|---|"]

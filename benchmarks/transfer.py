@@ -19,7 +19,7 @@ from pathlib import Path
 import imgcls
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import replace_section  # noqa: E402
+from results_file import command_line, replace_section  # noqa: E402
 
 
 def _epoch_times(run_dir: Path) -> list[float]:
@@ -55,7 +55,7 @@ def main() -> None:
         rows.append((label, outcome.metrics["test"]["accuracy"]["value"], sum(steady) / len(steady), wall))
     finetune_epoch = rows[2][2]
     probe_epoch = rows[1][2]
-    command = "python benchmarks/transfer.py " + " ".join(sys.argv[1:])
+    command = command_line()
     lines = [
         "## Transfer learning: linear probe vs fine-tuning vs from scratch",
         "",

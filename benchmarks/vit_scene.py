@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_file import replace_section  # noqa: E402
+from results_file import command_line, replace_section  # noqa: E402
 
 SECTION = "## The tutorial's ViT-B/16 scene: its loop vs imgcls (issue 16)"
 MODEL, SIZE, BATCH, PER_CLASS, SIDE = "vit_base_patch16_224", 224, 32, 800, 512
@@ -133,7 +133,7 @@ def main() -> None:
         rows.append((label, imgcls(folder, work, args.epochs, precision)))
         print(rows[-1], flush=True)
     base = rows[0][1]["images_per_s"]
-    lines = [SECTION, "", f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".replace(" `", "`")
+    lines = [SECTION, "", f"`{command_line()}`"
              + f" on {cpu_name()}, {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')}). {MODEL} ({SIZE} px, "
              f"batch {BATCH}, Adam), {2 * args.per_class} JPEGs split 70/30; see the script's docstring for the data "
              "and the loop.", "",

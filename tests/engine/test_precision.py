@@ -182,3 +182,11 @@ def test_bf16_on_a_cpu_runs_timm_attention_unfused_with_the_same_outputs():
     many_tokens = timm.create_model("vit_tiny_patch16_224", img_size=272, num_classes=3)  # 289 patches
     assert not unfuse_cpu_attention(many_tokens, "bf16") and fused(many_tokens) == {True}
     assert not unfuse_cpu_attention(torch.nn.Linear(2, 2), "bf16")  # no attention: nothing to do
+
+
+def test_auto_times_the_runs_own_batch_where_it_is_small():
+    from imgcls.engine.precision import probe_batch
+
+    assert probe_batch(256, 28) == 256  # the Fashion-MNIST recipe: bf16's gain shows at its own batch
+    assert probe_batch(128, 64) == 49 and probe_batch(32, 64) == 32
+    assert probe_batch(64, 224) == 32 and probe_batch(8, 224) == 8  # never more than the run's batch

@@ -65,6 +65,11 @@ def keep_freed_memory() -> bool:
 _KEPT: bool | None = None
 
 
+def freed_memory_kept() -> bool:
+    """Whether keep_freed_memory() has taken effect in this process (without calling it)."""
+    return bool(_KEPT)
+
+
 def cpu_only() -> bool:
     """No accelerator present; Accelerate then needs cpu=True to run several processes with gloo."""
     import torch

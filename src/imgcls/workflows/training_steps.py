@@ -70,7 +70,7 @@ def plan_run(config: Config, bundle, defaults, img_size_note: str, model, world_
              resumed: RunFolder | None) -> TrainPlan:
     """Freeze the run's values. A resumed run keeps its saved plan (its precision, batch and learning rate)."""
     from imgcls.config import auto_precision_override
-    from imgcls.engine.precision import agreed_precision, to_channels_last, unfuse_cpu_attention
+    from imgcls.engine.precision import agreed_precision, probe_batch, to_channels_last, unfuse_cpu_attention
     from imgcls.plan import for_world_size, make_plan
 
     saved = resumed.read_plan() if resumed is not None else None
@@ -84,7 +84,8 @@ def plan_run(config: Config, bundle, defaults, img_size_note: str, model, world_
         unfuse_cpu_attention(model, plan.precision)
         return plan
     channels_last = config.train.channels_last and not config.model.linear_probe and to_channels_last(model)
-    input_shape = (min(config.train.batch_size, 32), bundle.channels, bundle.img_size, bundle.img_size)
+    input_shape = (probe_batch(config.train.batch_size, bundle.img_size), bundle.channels, bundle.img_size,
+                   bundle.img_size)
     precision = agreed_precision(config.train.precision, model, input_shape,
                                  cache_dir_of(config.data) / "precision.json", channels_last,
                                  auto_precision_override())
