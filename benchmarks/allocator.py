@@ -3,7 +3,7 @@
     python benchmarks/allocator.py [--case fastcnn:28:1 --case resnet18:64 ...] [--batch 256] [--rounds 3]
                                    [--out docs/benchmarks.md]
 
-Every imgcls run calls `imgcls.engine.accelerator.keep_freed_memory()` (mallopt: blocks up to 256 MiB from
+Every imgcls run calls `imgcls.engine.accelerator.keep_freed_memory()` (mallopt: blocks up to 32 MiB from
 the heap, up to 1 GiB of freed heap kept). Each measurement is a new process that builds the step as
 benchmarks/profile_step.py does (bf16 autocast where the CPU has native bf16, else fp32; channels_last for
 conv nets; fused Adam), runs 3 warm-up steps and times `--steps` more; the two settings alternate round by

@@ -33,8 +33,9 @@ def make_accelerator(precision: str, seed: int | None = None, find_unused_parame
     return accelerator
 
 
-_MMAP_THRESHOLD = 256 << 20  # blocks up to this size come from the heap, not from fresh mmap'd pages
+_MMAP_THRESHOLD = 32 << 20  # blocks up to this size come from the heap (glibc's documented maximum)
 _TRIM_THRESHOLD = 1 << 30  # free memory the heap keeps before handing any back to the OS
+_KEPT: bool | None = None  # keep_freed_memory's outcome in this process (None: not tried yet)
 
 
 def keep_freed_memory() -> bool:
@@ -61,8 +62,6 @@ def keep_freed_memory() -> bool:
             pass
     return _KEPT
 
-
-_KEPT: bool | None = None
 
 
 def freed_memory_kept() -> bool:

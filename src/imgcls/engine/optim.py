@@ -10,7 +10,7 @@ def build_optimizer(param_groups: list[dict], plan: TrainPlan):
 
     The fused implementation (one vectorized kernel over all parameters) where every parameter is a floating
     point tensor on a CPU or CUDA device: on a CPU, torch's default is a Python loop over the parameters,
-    several passes over memory each (a tenth of a ViT-B/16 step on 2 cores). Same updates, same state dict.
+    several passes over memory each. Same updates, same state dict.
     """
     import torch
 
