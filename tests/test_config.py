@@ -18,6 +18,7 @@ def test_yaml_then_flags(tmp_path):
     ({"source": "x", "epochs": 0}, "--epochs"),
     ({"source": "x", "img_size": 4}, "--img-size"),
     ({"source": ""}, "no dataset"),
+    ({"source": "x", "monitor": "last", "patience": 3}, "--monitor last watches none"),
 ])
 def test_bad_values_are_named(overrides, message):
     with pytest.raises(ImgclsError, match=message):

@@ -16,7 +16,7 @@ SCHEDULERS = ("cosine", "step", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("none", "light", "standard", "strong")
 CACHES = ("auto", "ram", "disk", "none")
-MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc")
+MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc", "last")
 
 
 @dataclass
@@ -257,6 +257,9 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--batch-size must be at least 1, got {train.batch_size}")
     if train.patience < 0:
         raise ImgclsError(f"--patience must be 0 (off) or more, got {train.patience}")
+    if train.patience and train.monitor == "last":
+        raise ImgclsError("--patience stops when a val metric stops improving; --monitor last watches none: "
+                          "pick a metric with --monitor or drop --patience")
     if train.name is not None and (not train.name or "/" in train.name or train.name in (".", "..")):
         raise ImgclsError(f"--name must be a plain folder name, got '{train.name}'")
 

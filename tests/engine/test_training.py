@@ -26,3 +26,15 @@ def test_sgd_with_step_schedule_and_label_smoothing_learns(fmnist_root, tmp_path
     outcome = _train(fmnist_root, tmp_path, epochs=3, optimizer="sgd", lr=0.05, scheduler="step", step_epochs=2,
                      label_smoothing=0.1, monitor="f1_macro", max_per_class=100)
     assert outcome.metrics["test"]["accuracy"]["value"] > 0.4  # 10 classes: chance is 0.1
+
+
+def test_monitor_last_keeps_the_final_epoch_and_still_measures_val(fmnist_root, tmp_path):
+    from safetensors.torch import load_file
+
+    outcome = _train(fmnist_root, tmp_path, epochs=3, lr=1e-3, monitor="last", max_per_class=20, name="last")
+    assert outcome.best_epoch == 3 and outcome.epochs_run == 3
+    run = tmp_path / "last"
+    history = (run / "history.csv").read_text().splitlines()
+    assert "val_loss" in history[0] and len(history) == 4
+    kept, final = load_file(run / "best.safetensors"), load_file(run / "last" / "model.safetensors")
+    assert kept.keys() == final.keys() and all(kept[key].equal(final[key]) for key in kept)

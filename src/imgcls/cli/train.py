@@ -100,7 +100,7 @@ def _add_run_flags(g) -> None:
     g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model (slow first "
                    "steps, faster after)")
     g.add_argument("--monitor", help="val metric that picks the best epoch: accuracy | loss | balanced_accuracy "
-                   "| f1_macro | mcc | roc_auc")
+                   "| f1_macro | mcc | roc_auc; last: keep the last epoch (val is still measured)")
     g.add_argument("--patience", type=int, help="stop after N epochs without improvement (0 = off)")
     g.add_argument("--positive-class", help="two-class data: class (name or index) whose sensitivity, specificity, "
                    "precision, F1 and AUC are reported (default: the second class)")

@@ -118,6 +118,8 @@ def _validate(accelerator, model, val_loader, plan: TrainPlan, monitor: str | No
     val_metrics = compute_metrics(*collect_logits(accelerator, model, val_loader), list(plan.class_names),
                                   plan.positive_class, resamples=0)
     row.update(val_loss=val_metrics["loss"]["value"], val_accuracy=val_metrics["accuracy"]["value"])
+    if monitor == "last":  # a schedule that ends at its best (one-cycle, cosine): no noisy pick on a small val set
+        return True
     row[f"val_{monitor}"] = val_metrics[monitor]["value"]
     return is_better(monitor, val_metrics[monitor]["value"], state["best_metric"])
 
@@ -240,7 +242,7 @@ def _epoch_line(row: dict, epochs: int, monitor: str | None, improved: bool) -> 
     if monitor is not None:
         parts += [f"val loss {row['val_loss']:.4f}", f"acc {row['val_accuracy']:.4f}"]
         value = row.get(f"val_{monitor}")
-        if monitor not in ("loss", "accuracy"):
+        if monitor not in ("loss", "accuracy", "last"):
             parts.append(f"{monitor} {value:.4f}" if value is not None else f"{monitor} n/a")
     parts += [f"lr {row['lr']:.2e}", f"{row['epoch_time_s']:.1f}s"]
-    return "  ".join(parts) + ("  [green]* best[/green]" if improved else "")
+    return "  ".join(parts) + ("  [green]* best[/green]" if improved and monitor != "last" else "")

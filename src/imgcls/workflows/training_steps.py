@@ -193,7 +193,8 @@ def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: floa
     run.write_summary(run_summary(bundle, model, plan, result, started))
     bundle = dataclasses.replace(bundle, splits=measured_splits(bundle, plan))  # what the predictions refer to
     if result.final_metrics:  # the answer first; the figures and the report follow
-        print_metrics(result.final_metrics, title=f"metrics of the best epoch ({result.best_epoch})")
+        kept = "the last epoch" if plan.monitor == "last" else "the best epoch"
+        print_metrics(result.final_metrics, title=f"metrics of {kept} ({result.best_epoch})")
     if not report:
         from imgcls.report import save_predictions
 
