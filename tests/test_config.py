@@ -19,6 +19,8 @@ def test_yaml_then_flags(tmp_path):
     ({"source": "x", "img_size": 4}, "--img-size"),
     ({"source": ""}, "no dataset"),
     ({"source": "x", "monitor": "last", "patience": 3}, "--monitor last watches none"),
+    ({"source": "x", "progressive": "20-6"}, "--progressive takes PX:EPOCHS stages"),
+    ({"source": "x", "progressive": "20:4,24:2", "epochs": 6}, "leave at least the last epoch"),
 ])
 def test_bad_values_are_named(overrides, message):
     with pytest.raises(ImgclsError, match=message):

@@ -30,6 +30,7 @@ class DataConfig:
     augment: str = "light"
     crop_padding: int | None = None  # light augmentation: shift by up to this many pixels; None: img_size // 8
     erase: float = 0.0  # light augmentation: random erasing of one rectangle in this fraction of the images
+    progressive: str | None = None  # "PX:EPOCHS,...": the first epochs train on batches resized down, then img_size
     hflip: bool = True
     max_per_class: int | None = None  # cap images per class in every split (quick experiments)
     workers: int = 2
@@ -203,6 +204,20 @@ def _choice(value: str, choices: tuple[str, ...], flag: str) -> None:
         raise ImgclsError(f"{flag} must be one of {', '.join(choices)}, got '{value}'")
 
 
+def progressive_stages(text: str | None) -> list[tuple[int, int]]:
+    """--progressive "20:6,24:5" as [(20, 6), (24, 5)]: image side and number of epochs, in training order."""
+    if not text:
+        return []
+    stages = []
+    for part in str(text).split(","):
+        px, sep, epochs = part.strip().partition(":")
+        if not sep or not px.strip().isdigit() or not epochs.strip().isdigit() or int(epochs) < 1:
+            raise ImgclsError(f"--progressive takes PX:EPOCHS stages such as 20:6,24:5 (6 epochs at 20 px, 5 at "
+                              f"24 px, the rest at the full size), got '{text}'")
+        stages.append((int(px), int(epochs)))
+    return stages
+
+
 def validate(config: Config) -> None:
     """Reject values that cannot work, naming the flag and the accepted range."""
     data, optim, train = config.data, config.optim, config.train
@@ -228,6 +243,12 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--erase is the fraction of images to erase a rectangle in: 0 to 1, got {data.erase}")
     if data.erase and data.augment != "light":
         raise ImgclsError(f"--erase belongs to --augment light ('{data.augment}' has its own); drop it or use light")
+    stages = progressive_stages(data.progressive)
+    if stages and sum(epochs for _, epochs in stages) >= train.epochs:
+        raise ImgclsError(f"--progressive stages take {sum(epochs for _, epochs in stages)} of the {train.epochs} "
+                          f"epochs; leave at least the last epoch at the full size")
+    if stages and config.model.linear_probe:
+        raise ImgclsError("--linear-probe trains on features computed once, at one size; drop --progressive")
     if data.crop_padding is not None and data.crop_padding < 0:
         raise ImgclsError(f"--crop-padding must be 0 or more, got {data.crop_padding}")
     _choice(optim.optimizer, OPTIMIZERS, "--optimizer")

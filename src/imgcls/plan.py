@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgcls.config import Config, DataConfig
+from imgcls.config import Config, DataConfig, progressive_stages
 from imgcls.errors import ImgclsError
 
 TRAIN_METRICS_SAMPLE = 10_000  # the training split's final metrics use at most this many images (seeded)
@@ -65,6 +65,7 @@ class TrainPlan:
     seed: int
     train_metrics_images: int = 0  # training images the final train-split metrics use (0: all of them)
     erase: float = 0.0  # light augmentation: fraction of training images with a random rectangle erased
+    epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of each of the first epochs (then img_size)
     notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,8 +143,20 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
         precision_reason=precision[1], channels_last=channels_last, compile=train.compile, tta=tta,
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
         positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed,
-        train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase, notes=notes,
+        train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase,
+        epoch_sizes=epoch_sizes(data_cfg, data.img_size, defaults.min_input_size), notes=notes,
     )
+
+
+def epoch_sizes(data_cfg: DataConfig, img_size: int, minimum: int | None) -> tuple[int, ...]:
+    """The image side of each epoch that --progressive trains below the full `img_size`."""
+    sizes = tuple(px for px, epochs in progressive_stages(data_cfg.progressive) for _ in range(epochs))
+    smallest = max(8, minimum or 0)
+    outside = [px for px in sizes if not smallest <= px < img_size]
+    if outside:
+        raise ImgclsError(f"--progressive size {outside[0]} px is outside {smallest} to {img_size - 1} px (the run's "
+                          f"images are {img_size} px); pick other stages or drop --progressive")
+    return sizes
 
 
 def for_world_size(plan: TrainPlan, world_size: int) -> TrainPlan:

@@ -3,6 +3,7 @@
 import pytest
 
 import imgcls
+from imgcls.errors import ImgclsError
 
 
 def _train(fmnist_root, tmp_path, **overrides):
@@ -38,3 +39,21 @@ def test_monitor_last_keeps_the_final_epoch_and_still_measures_val(fmnist_root, 
     assert "val_loss" in history[0] and len(history) == 4
     kept, final = load_file(run / "best.safetensors"), load_file(run / "last" / "model.safetensors")
     assert kept.keys() == final.keys() and all(kept[key].equal(final[key]) for key in kept)
+
+
+def test_progressive_resizing_feeds_the_first_epochs_smaller_images(fmnist_root, tmp_path):
+    import csv
+
+    outcome = _train(fmnist_root, tmp_path, model="fastcnn", epochs=3, progressive="16:1,20:1", monitor="last",
+                     max_per_class=20, name="progressive")
+    with open(tmp_path / "progressive" / "history.csv") as file:
+        assert [int(row["img_size"]) for row in csv.DictReader(file)] == [16, 20, 28]
+    assert outcome.metrics["test"]["accuracy"]["value"] > 0.1  # evaluated at the full 28 px
+
+
+def test_progressive_resizing_names_a_model_built_for_one_size(fmnist_root, tmp_path):
+    with pytest.raises(ImgclsError, match="mlp does not take 20 px inputs.*drop --progressive"):
+        _train(fmnist_root, tmp_path, model="mlp", epochs=2, progressive="20:1")
+    assert not list(tmp_path.iterdir())  # failed before a run folder was written
+    with pytest.raises(ImgclsError, match="--progressive size 28 px is outside 8 to 27 px"):
+        _train(fmnist_root, tmp_path, model="fastcnn", epochs=2, progressive="28:1")

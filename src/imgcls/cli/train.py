@@ -63,6 +63,8 @@ def _add_data_flags(g) -> None:
                    "(default img-size // 8)")
     g.add_argument("--erase", type=float, help="light augmentation: erase a random rectangle in this fraction "
                    "of the training images (random erasing; default 0)")
+    g.add_argument("--progressive", metavar="PX:EPOCHS,...", help="progressive resizing: train the first epochs "
+                   "on smaller images, e.g. 20:6,24:5 (6 epochs at 20 px, 5 at 24, the rest at the full size)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no horizontal flips")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class in each split")
     g.add_argument("--data-root", help="where built-in datasets are stored (default ~/.cache/imgcls/datasets)")

@@ -74,13 +74,16 @@ def fit(model, loaders: dict, plan: TrainPlan, run: RunFolder, weights_metadata:
         train_loader.set_epoch(epoch)
         for parameter in frozen_params or []:
             parameter.requires_grad_(epoch >= plan.freeze_epochs)
+        size = plan.epoch_sizes[epoch] if epoch < len(plan.epoch_sizes) else None
         train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion, optimizer,
-                                                        scheduler, epoch, plan.epochs)
+                                                        scheduler, epoch, plan.epochs, size)
         if not math.isfinite(train_loss):
             raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
                               f"lower the learning rate with --lr")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                "train_accuracy": train_acc, **timing}
+        if plan.epoch_sizes:
+            row.setdefault("img_size", plan.img_size)
         improved = _validate(accelerator, model, eval_loaders.get("val"), plan, monitor, row, state)
         row["epoch_time_s"] = time.perf_counter() - started
         if improved:
@@ -160,10 +163,11 @@ def final_evaluation(accelerator, model, eval_loaders: dict, plan: TrainPlan) ->
     return final, predictions
 
 
-def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler, epoch: int, epochs: int):
-    """One pass over the training data; returns the mean loss and accuracy over all processes, and the
-    epoch's timing: train_time_s, data_time_s (waiting for batches) and step_time_s (forward, backward,
-    update) of this process, and train_images_per_s over all processes."""
+def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler, epoch: int, epochs: int,
+                    size: int | None = None):
+    """One pass over the training data (resized to `size` px, for progressive resizing); returns the mean loss
+    and accuracy over all processes, and the epoch's timing: train_time_s, data_time_s (waiting for batches)
+    and step_time_s (forward, backward, update) of this process, and train_images_per_s over all processes."""
     import torch
 
     model.train()
@@ -176,6 +180,8 @@ def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler,
         for step, (images, labels) in enumerate(loader):
             got_batch = time.perf_counter()
             data_time += got_batch - waited_from
+            if size is not None:
+                images = resize_batch(images, size)
             logits = model(images)
             loss = criterion(logits, labels)
             accelerator.backward(loss)
@@ -196,10 +202,38 @@ def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler,
                           "lower --batch-size")
     timing = {"train_time_s": round(train_time, 3), "data_time_s": round(data_time, 3),
               "step_time_s": round(step_time, 3), "train_images_per_s": round(float(totals[2]) / train_time, 1)}
+    if size is not None:
+        timing["img_size"] = int(images.shape[-1])  # what the model was fed
     return float(totals[0] / totals[2]), float(totals[1] / totals[2]), timing
 
 
 # --- helpers ---
+
+def resize_batch(images, size: int):
+    """A normalized batch resized to `size` x `size` (bilinear, antialiased), in its memory layout."""
+    import torch
+    import torch.nn.functional as F
+
+    channels_last = images.is_contiguous(memory_format=torch.channels_last)
+    resized = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.contiguous(memory_format=torch.channels_last) if channels_last else resized
+
+
+def check_epoch_sizes(model, plan: TrainPlan) -> None:
+    """Fail before the first epoch, in one line, when the model cannot take the --progressive sizes."""
+    import torch
+
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    try:
+        with torch.no_grad():
+            for size in sorted(set(plan.epoch_sizes)):
+                model(torch.zeros(1, plan.channels, size, size, device=device))
+    except RuntimeError as error:
+        raise ImgclsError(f"{plan.model} does not take {size} px inputs ({str(error).splitlines()[0][:120]}); "
+                          f"it takes {plan.img_size} px only: drop --progressive") from None
+    finally:
+        model.train(was_training)
 
 def _cross_entropy(label_smoothing: float):
     from torch import nn

@@ -68,6 +68,10 @@ def _train_in(run: RunFolder, config: Config, resume: bool, state, started: floa
     model = steps.build_model(config, bundle)
     plan = steps.plan_run(config, bundle, defaults, img_size_note, model, state.num_processes,
                           run if resume else None)
+    if plan.epoch_sizes:
+        from imgcls.engine.trainer import check_epoch_sizes
+
+        check_epoch_sizes(model, plan)  # before anything is written to the run folder
     if is_main:
         steps.report_data_problems(bundle, run)
         if not resume:
