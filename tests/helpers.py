@@ -92,7 +92,7 @@ def plan_for(class_names=("a", "b", "c"), img_size: int = 28, channels: int = 1,
     config = build_config(overrides=flat_to_sections({"source": source, **settings}))
     splits = splits if isinstance(splits, dict) else dict.fromkeys(splits)  # split -> anything with a len
     data = SimpleNamespace(source=source, class_names=list(class_names), img_size=img_size, channels=channels,
-                           hflip_ok=True, splits=splits)
+                           hflip_ok=True, splits=splits, cache="ram")
     return make_plan(config, data, ModelDefaults(), ("fp32", "asked for"), False, world_size)
 
 

@@ -65,3 +65,14 @@ def test_the_training_split_is_measured_on_a_seeded_sample_when_large(class_fold
     rows = [train.paths.index(path) for path in measured["train"].paths]
     assert rows == sorted(rows) and (train.labels[rows] == measured["train"].labels).all()
     assert measured_splits(bundle, plan)["train"].paths == measured["train"].paths  # seeded: the same sample
+
+
+def test_loader_workers_stay_out_of_a_cpu_step_when_batches_are_cheap():
+    from imgcls.plan import loader_workers
+
+    assert loader_workers(None, "ram", "light")[0] == 0 and loader_workers(None, "disk", "none")[0] == 0
+    assert loader_workers(None, "none", "light")[0] == 2  # decoding every epoch needs the processes
+    assert loader_workers(None, "ram", "standard")[0] == 2  # per-image augmentation too
+    assert loader_workers(None, "ram", "light", gpu=True)[0] == 2
+    assert loader_workers(3, "ram", "light") == (3, "asked for")
+    assert plan_for().workers == 0 and plan_for(workers=1).workers == 1

@@ -33,7 +33,7 @@ class DataConfig:
     progressive: str | None = None  # "PX:EPOCHS,...": the first epochs train on batches resized down, then img_size
     hflip: bool = True
     max_per_class: int | None = None  # cap images per class in every split (quick experiments)
-    workers: int = 2
+    workers: int | None = None  # loader processes; None: 0 where batches are cheap to make on a CPU, else 2 (plan)
     cache: str = "auto"  # decoded images: ram, disk (memory-mapped, reused across runs), none; auto: by size
     cache_dir: str | None = None  # decoded images, linear-probe features, precision timings; None: ~/.cache/imgcls
 
@@ -235,7 +235,7 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--channels must be 1 or 3, got {data.channels}")
     if data.max_per_class is not None and data.max_per_class < 1:
         raise ImgclsError(f"--max-per-class must be at least 1, got {data.max_per_class}")
-    if data.workers < 0:
+    if data.workers is not None and data.workers < 0:
         raise ImgclsError(f"--workers must be 0 or more, got {data.workers}")
     _choice(data.augment, AUGMENTS, "--augment")
     _choice(data.cache, CACHES, "--cache")

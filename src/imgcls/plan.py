@@ -17,6 +17,7 @@ from imgcls.errors import ImgclsError
 TRAIN_METRICS_SAMPLE = 10_000  # the training split's final metrics use at most this many images (seeded)
 SGD_REFERENCE_BATCH = 256  # SGD's default learning rate is 0.1 per 256 images of global batch (Goyal et al.)
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "adam": 0.0, "sgd": 5e-4}
+DEFAULT_WORKERS = 2  # loader processes where batches are costly to make (decoding, per-image augmentation)
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,20 @@ def learning_rate(optimizer: str, lr: float | None, global_batch_size: int) -> t
     return 1e-3, f"the {optimizer} default, not scaled by the batch size"
 
 
+def loader_workers(requested: int | None, cache: str, augment: str, gpu: bool = False) -> tuple[int, str]:
+    """Data loader worker processes, and why: as asked; none where a batch is a few tensor operations (decoded
+    images in RAM or memory-mapped, batched `light` augmentation or none) and the CPU trains, since worker
+    processes would take cores from the training step; else DEFAULT_WORKERS."""
+    if requested is not None:
+        return requested, "asked for"
+    if cache != "none" and augment in ("light", "none") and not gpu:
+        return 0, ("batches made in the training process: decoded images cached and batched augmentation; "
+                   "worker processes would take cores from the CPU's training step")
+    return DEFAULT_WORKERS, "images decoded per epoch, per-image augmentation or a GPU to keep fed"
+
+
 def make_plan(config: Config, data, defaults, precision: tuple[str, str], channels_last: bool,
-              world_size: int = 1, img_size_note: str = "asked for") -> TrainPlan:
+              world_size: int = 1, img_size_note: str = "asked for", gpu: bool = False) -> TrainPlan:
     """Freeze every value of a training run. `data` is the DataBundle (classes, channels, size, whether
     mirroring is allowed), `defaults` the model's ModelDefaults, `precision` (name, reason) as agreed by the
     processes."""
@@ -124,6 +137,7 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
     if train.tta and not tta:
         notes["tta"] = f"off: {data.source} must not be mirrored (--no-hflip or digits)"
     mean, std = defaults.normalization(data.channels)
+    workers, notes["workers"] = loader_workers(data_cfg.workers, data.cache, data_cfg.augment, gpu)
     train_images = len(data.splits["train"]) if data.splits.get("train") is not None else 0
     sampled = train_images > TRAIN_METRICS_SAMPLE and not model.linear_probe  # a probe's features are cheap
     if sampled:
@@ -133,7 +147,7 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
         source=data.source, class_names=tuple(data.class_names), img_size=data.img_size, channels=data.channels,
         mean=tuple(mean), std=tuple(std), interpolation=defaults.interpolation, augment=data_cfg.augment,
         crop_padding=max(1, data.img_size // 8) if data_cfg.crop_padding is None else data_cfg.crop_padding,
-        hflip=hflip, workers=data_cfg.workers, model=model.name, linear_probe=model.linear_probe,
+        hflip=hflip, workers=workers, model=model.name, linear_probe=model.linear_probe,
         freeze_epochs=train.epochs if model.freeze_backbone else model.freeze_epochs,
         backbone_lr_scale=model.backbone_lr_scale, epochs=train.epochs, batch_size=train.batch_size,
         world_size=world_size, global_batch_size=global_batch, optimizer=optim.optimizer, lr=lr,

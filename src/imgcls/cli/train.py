@@ -68,7 +68,8 @@ def _add_data_flags(g) -> None:
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no horizontal flips")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class in each split")
     g.add_argument("--data-root", help="where built-in datasets are stored (default ~/.cache/imgcls/datasets)")
-    g.add_argument("--workers", type=int, help="data loader worker processes (default 2)")
+    g.add_argument("--workers", type=int, help="data loader worker processes (default: 0 on a CPU where decoded "
+                   "images are cached and augmentation is light or none, else 2)")
     g.add_argument("--cache", help="where decoded images live: ram, disk (memory-mapped file reused by later "
                    "runs), none (decode every epoch); default auto: ram if they fit in a quarter of free memory")
     g.add_argument("--cache-dir", help="where decoded images, linear-probe features and precision timings are "

@@ -90,7 +90,10 @@ def plan_run(config: Config, bundle, defaults, img_size_note: str, model, world_
                                  cache_dir_of(config.data) / "precision.json", channels_last,
                                  auto_precision_override())
     unfuse_cpu_attention(model, precision[0])
-    return make_plan(config, bundle, defaults, precision, channels_last, world_size, img_size_note)
+    import torch
+
+    return make_plan(config, bundle, defaults, precision, channels_last, world_size, img_size_note,
+                     gpu=torch.cuda.is_available())
 
 
 def report_data_problems(bundle, run: RunFolder) -> None:
