@@ -218,6 +218,15 @@ def progressive_stages(text: str | None) -> list[tuple[int, int]]:
     return stages
 
 
+def _validate_progressive(config: Config) -> None:
+    stages = progressive_stages(config.data.progressive)
+    if stages and sum(epochs for _, epochs in stages) >= config.train.epochs:
+        raise ImgclsError(f"--progressive stages take {sum(epochs for _, epochs in stages)} of the "
+                          f"{config.train.epochs} epochs; leave at least the last epoch at the full size")
+    if stages and config.model.linear_probe:
+        raise ImgclsError("--linear-probe trains on features computed once, at one size; drop --progressive")
+
+
 def validate(config: Config) -> None:
     """Reject values that cannot work, naming the flag and the accepted range."""
     data, optim, train = config.data, config.optim, config.train
@@ -243,12 +252,7 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--erase is the fraction of images to erase a rectangle in: 0 to 1, got {data.erase}")
     if data.erase and data.augment != "light":
         raise ImgclsError(f"--erase belongs to --augment light ('{data.augment}' has its own); drop it or use light")
-    stages = progressive_stages(data.progressive)
-    if stages and sum(epochs for _, epochs in stages) >= train.epochs:
-        raise ImgclsError(f"--progressive stages take {sum(epochs for _, epochs in stages)} of the {train.epochs} "
-                          f"epochs; leave at least the last epoch at the full size")
-    if stages and config.model.linear_probe:
-        raise ImgclsError("--linear-probe trains on features computed once, at one size; drop --progressive")
+    _validate_progressive(config)
     if data.crop_padding is not None and data.crop_padding < 0:
         raise ImgclsError(f"--crop-padding must be 0 or more, got {data.crop_padding}")
     _choice(optim.optimizer, OPTIMIZERS, "--optimizer")

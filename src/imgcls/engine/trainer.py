@@ -74,16 +74,13 @@ def fit(model, loaders: dict, plan: TrainPlan, run: RunFolder, weights_metadata:
         train_loader.set_epoch(epoch)
         for parameter in frozen_params or []:
             parameter.requires_grad_(epoch >= plan.freeze_epochs)
-        size = plan.epoch_sizes[epoch] if epoch < len(plan.epoch_sizes) else None
         train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion, optimizer,
-                                                        scheduler, epoch, plan.epochs, size)
+                                                        scheduler, epoch, plan.epochs, _epoch_size(plan, epoch))
         if not math.isfinite(train_loss):
             raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
                               f"lower the learning rate with --lr")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                "train_accuracy": train_acc, **timing}
-        if plan.epoch_sizes:
-            row.setdefault("img_size", plan.img_size)
         improved = _validate(accelerator, model, eval_loaders.get("val"), plan, monitor, row, state)
         row["epoch_time_s"] = time.perf_counter() - started
         if improved:
@@ -180,7 +177,7 @@ def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler,
         for step, (images, labels) in enumerate(loader):
             got_batch = time.perf_counter()
             data_time += got_batch - waited_from
-            if size is not None:
+            if size is not None and images.shape[-1] != size:
                 images = resize_batch(images, size)
             logits = model(images)
             loss = criterion(logits, labels)
@@ -208,6 +205,13 @@ def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler,
 
 
 # --- helpers ---
+
+def _epoch_size(plan: TrainPlan, epoch: int) -> int | None:
+    """With --progressive, the image side of this epoch's training batches; None without it."""
+    if not plan.epoch_sizes:
+        return None
+    return plan.epoch_sizes[epoch] if epoch < len(plan.epoch_sizes) else plan.img_size
+
 
 def resize_batch(images, size: int):
     """A normalized batch resized to `size` x `size` (bilinear, antialiased), in its memory layout."""
