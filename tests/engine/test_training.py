@@ -55,5 +55,8 @@ def test_progressive_resizing_names_a_model_built_for_one_size(fmnist_root, tmp_
     with pytest.raises(ImgclsError, match="mlp does not take 20 px inputs.*drop --progressive"):
         _train(fmnist_root, tmp_path, model="mlp", epochs=2, progressive="20:1")
     assert not list(tmp_path.iterdir())  # failed before a run folder was written
+    with pytest.raises(ImgclsError, match="vit_tiny_patch16_224 does not take 16 px inputs"):  # timm asserts
+        _train(fmnist_root, tmp_path, model="vit_tiny_patch16_224", img_size=32, options={"patch_size": 4},
+               epochs=2, progressive="16:1")
     with pytest.raises(ImgclsError, match="--progressive size 28 px is outside 8 to 27 px"):
         _train(fmnist_root, tmp_path, model="fastcnn", epochs=2, progressive="28:1")

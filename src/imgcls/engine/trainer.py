@@ -233,11 +233,13 @@ def check_epoch_sizes(model, plan: TrainPlan) -> None:
         with torch.no_grad():
             for size in sorted(set(plan.epoch_sizes)):
                 model(torch.zeros(1, plan.channels, size, size, device=device))
-    except RuntimeError as error:
-        raise ImgclsError(f"{plan.model} does not take {size} px inputs ({str(error).splitlines()[0][:120]}); "
-                          f"it takes {plan.img_size} px only: drop --progressive") from None
+    except (RuntimeError, AssertionError, ValueError) as error:  # shape errors; timm's patch embedding asserts
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        raise ImgclsError(f"{plan.model} does not take {size} px inputs ({reason}); it takes {plan.img_size} px "
+                          f"only: drop --progressive") from None
     finally:
         model.train(was_training)
+
 
 def _cross_entropy(label_smoothing: float):
     from torch import nn
