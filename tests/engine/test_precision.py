@@ -159,8 +159,9 @@ def test_kept_freed_memory_reuses_pages_instead_of_faulting_them_in_anew():
     counts = {mode: int(subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True,
                                        check=True).stdout.split()[-1]) for mode in ("default", "keep")}
     pages = 20 * 80_000_000 // 4096
-    assert counts["default"] > pages // 2, counts  # glibc alone: trimmed and refaulted every step
-    assert counts["keep"] < counts["default"] // 4, counts  # kept: reused (seen: 10k against 390k)
+    # glibc alone trims and refaults (seen: 180k-390k of the 390k pages; its dynamic mmap threshold keeps some)
+    assert counts["default"] > pages // 8, counts
+    assert counts["keep"] < counts["default"] // 4, counts  # kept: reused (seen: 0-10k)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
