@@ -158,11 +158,11 @@ def make_plan(config: Config, data, defaults, precision: tuple[str, str], channe
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
         positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed,
         train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase,
-        epoch_sizes=epoch_sizes(data_cfg, data.img_size, defaults.min_input_size), notes=notes,
+        epoch_sizes=progressive_sizes(data_cfg, data.img_size, defaults.min_input_size), notes=notes,
     )
 
 
-def epoch_sizes(data_cfg: DataConfig, img_size: int, minimum: int | None) -> tuple[int, ...]:
+def progressive_sizes(data_cfg: DataConfig, img_size: int, minimum: int | None) -> tuple[int, ...]:
     """The image side of each epoch that --progressive trains below the full `img_size`."""
     sizes = tuple(px for px, epochs in progressive_stages(data_cfg.progressive) for _ in range(epochs))
     smallest = max(8, minimum or 0)
