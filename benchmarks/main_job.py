@@ -8,7 +8,8 @@ Each run is a new process (`PYTHONPATH=<tree>/src python -m imgcls train fashion
 within a tree the variants: more flags each) alternating round by round so that a drifting machine affects
 them alike. Per run: process start to the
 final metrics (metrics.json written, the table printed), to the finished report.html, the tail (end of the
-last epoch to the metrics), training time, and test accuracy with its 95% interval.
+last epoch to the metrics), training time, and test accuracy with its 95% interval. The header gives the
+machine's matmul peaks before and after the runs (benchmarks/host.py), to compare sessions by.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from host import describe, host_speed  # noqa: E402
 from results_file import replace_section  # noqa: E402
 
 
@@ -67,17 +69,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="imgcls-main-job-"))
     data_root = work / "datasets"
     rows = []
+    speed_before = host_speed()
     for round_index in range(args.rounds):
         for index, (label, path, flags) in enumerate(runs):
             result = one_run(Path(path).resolve(), work, f"run{index + 1}-{round_index + 1}",
                              shlex.split(args.extra) + shlex.split(flags), data_root)
             rows.append((label, result))
             print(label, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, flush=True)
+    speed = describe(speed_before, host_speed())
     command = " ".join(["python benchmarks/main_job.py", *(f"--tree {item}" for item in args.tree),
                         f"--rounds {args.rounds}", *([f'--extra "{args.extra}"'] if args.extra else []),
                         *(f'--variant "{item}"' for item in args.variant)])
     lines = [f"## {args.title}", "", f"`{command}` on {cpu_name()}, {os.cpu_count()} cores "
-             f"({time.strftime('%Y-%m-%d')}). Each run is a new process; the runs alternate round by round.", "",
+             f"({time.strftime('%Y-%m-%d')}). Each run is a new process; the runs alternate round by round. {speed}", "",
              "| run | round | start to metrics | start to report.html | tail (last epoch end to metrics) | "
              "training | precision | test accuracy [95% CI] | test ECE |", "|---|---|---|---|---|---|---|---|---|"]
     for index, (label, r) in enumerate(rows):

@@ -1,12 +1,13 @@
 """Where a training step's time goes: torch.profiler's top operators for the steps benchmark b times.
 
     python benchmarks/profile_step.py [--case resnet18:64 --case efficientnet_lite0:128 ...] [--steps 6]
-                                      [--out docs/benchmarks.md]
+                                      [--by-shape] [--section TITLE] [--out docs/benchmarks.md]
 
 Each case is one model (built-in or timm) from scratch at one input size, batch 32 (benchmark b's), trained the way
 `imgcls train` trains it here: the precision `--precision auto` picks on this CPU (bf16 autocast or fp32),
 channels_last for convolutional nets, Adam. The table lists the operators with the most self CPU time over
-`--steps` steps after two warm-up steps, and the share of the step they take.
+`--steps` steps after two warm-up steps, and the share of the step they take. `--by-shape` adds, per case, the
+convolutions' forward and backward time for each input shape: which layers the convolution time is spent in.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import command_line, replace_section  # noqa: E402
 
 SECTION = "## Where the training step's time goes (issue 16)"
+CONVOLUTIONS = ("aten::mkldnn_convolution", "aten::convolution_backward")
 CASES = ("resnet18:64", "efficientnet_lite0:128", "vit_tiny_patch16_224:224")
 
 
@@ -55,14 +57,14 @@ def build_step(name: str, size: int, batch: int, channels: int, keep_memory: boo
     return step, bf16, channels_last
 
 
-def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3) -> list[str]:
+def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3, by_shape: bool = False) -> list[str]:
     from torch.profiler import ProfilerActivity, profile
 
     step, bf16, channels_last = build_step(name, size, batch, channels)
     for _ in range(2):
         step()
     started = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=by_shape) as prof:
         for _ in range(steps):
             step()
     seconds = (time.perf_counter() - started) / steps
@@ -75,6 +77,26 @@ def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3
     for event in events[:12]:
         lines.append(f"| `{event.key}` | {event.self_cpu_time_total / 1000 / steps:.1f} | "
                      f"{100 * event.self_cpu_time_total / total:.1f}% | {event.count // steps} |")
+    return lines + [""] + (convolutions_by_shape(prof, steps, total) if by_shape else [])
+
+
+def convolutions_by_shape(prof, steps: int, total: float) -> list[str]:
+    """The convolutions' self time per input shape (activation, weight), forward and backward side by side."""
+    times: dict[str, dict[str, float]] = {}
+    for event in prof.key_averages(group_by_input_shape=True):
+        if event.key in CONVOLUTIONS:
+            # backward's inputs are (grad_output, input, weight): name the layer by its input and weight
+            shapes = event.input_shapes[:2] if event.key == CONVOLUTIONS[0] else event.input_shapes[1:3]
+            layer = " * ".join("x".join(map(str, shape)) for shape in shapes)
+            times.setdefault(layer, {})[event.key] = event.self_cpu_time_total / 1000 / steps
+    ranked = sorted(times.items(), key=lambda item: sum(item[1].values()), reverse=True)
+    lines = ["| convolution: input * weight | forward ms per step | backward ms per step | backward / forward | "
+             "share of the step |", "|---|---|---|---|---|"]
+    for layer, parts in ranked[:10]:
+        forward, backward = parts.get(CONVOLUTIONS[0], 0.0), parts.get(CONVOLUTIONS[1], 0.0)
+        ratio = f"{backward / forward:.1f}" if forward else ""
+        lines.append(f"| {layer} | {forward:.1f} | {backward:.1f} | {ratio} | "
+                     f"{100 * (forward + backward) * 1000 * steps / total:.1f}% |")
     return lines + [""]
 
 
@@ -84,19 +106,22 @@ def main() -> None:
                         help="MODEL:PIXELS[:CHANNELS], repeatable (default: benchmark b's three, 3 channels)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--by-shape", action="store_true", help="add each case's convolutions by input shape")
+    parser.add_argument("--section", default=SECTION, help="the section heading to write (or replace)")
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args()
     import torch
 
     from imgcls.environment import cpu_name
 
-    lines = [SECTION, "", f"`{command_line()}`",
+    lines = [args.section, "", f"`{command_line()}`",
              f"on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}.", ""]
     for case in args.case or CASES:
         name, size, *channels = case.split(":")
-        lines += profile_case(name, int(size), args.batch, args.steps, int(channels[0]) if channels else 3)
+        lines += profile_case(name, int(size), args.batch, args.steps, int(channels[0]) if channels else 3,
+                              args.by_shape)
         print("\n".join(lines), flush=True)
-    replace_section(Path(args.out), SECTION, "\n".join(lines))
+    replace_section(Path(args.out), args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

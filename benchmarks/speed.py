@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import command_line, replace_section  # noqa: E402
+from host import describe, host_speed, matmul_peak  # noqa: E402
 
 IMGCLS = [sys.executable, "-m", "imgcls"]
 JPEG_SIDE = 320  # source JPEGs: the size of a typical downloaded photo dataset after a first resize
@@ -225,17 +226,6 @@ def _count(folder: Path) -> int:
 
 # --- c: ViT FLOP/s against the matmul peak ---
 
-def matmul_peak(dtype, size: int = 4096, repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
-
-
 def vit_step_flops(name: str = "vit_tiny_patch16_224", size: int = 224, batch: int = 64) -> list[str]:
     import timm
     import torch
@@ -329,6 +319,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="imgcls-speed-"))
     command = command_line()
     lines = [args.section, "", f"`{command}` on {machine()}; every table below comes from that one run.", ""]
+    speed_before = host_speed()
     try:
         if "a" in chosen:
             lines += time_to_accuracy(work) + [""]
@@ -350,6 +341,7 @@ def main() -> None:
             lines += data_vs_step(work, folder) + [""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    lines[2] += " " + describe(speed_before, host_speed())
     text = "\n".join(lines)
     print(text)
     replace_section(Path(args.out), args.section, text)
