@@ -1,7 +1,7 @@
 """The scene of tutorial 000: fine-tuning ViT-B/16 at 224 px on 1,120 images (70% of 1,600 in two class
 folders), its loop against `imgcls train` in fp32 and with the precision `auto` picks, side by side.
 
-    python benchmarks/vit_scene.py [--epochs 1] [--per-class 800] [--out docs/benchmarks.md]
+    python benchmarks/vit_scene.py [--epochs 1] [--per-class 800] [--section TITLE] [--out docs/benchmarks.md]
 
 The tutorial's loop, as it is written there: torchvision ImageFolder, random_split 70/30 (seed 0),
 RandomResizedCrop + flips + rotation, PIL decoding every epoch, DataLoader(batch 32, num_workers=4), Adam,
@@ -114,13 +114,19 @@ def imgcls(folder: Path, work: Path, epochs: int, precision: str) -> dict:
     summary = json.loads((work / "runs" / name / "run.json").read_text())
     return {"epoch_s": float(best["train_time_s"]), "images_per_s": float(best["train_images_per_s"]),
             "wall_s": wall, "precision": summary["precision"],
-            "images": round(float(best["train_images_per_s"]) * float(best["train_time_s"]))}
+            "images": images_per_epoch(sum(summary["class_counts"]["train"]), summary["global_batch_size"])}
+
+
+def images_per_epoch(train_images: int, batch: int) -> int:
+    """The images imgcls trains on an epoch: full batches only, where there are at least two (training_steps.py)."""
+    return train_images // batch * batch if train_images >= 2 * batch else train_images
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--per-class", type=int, default=PER_CLASS, help="images per class (the tutorial: 800)")
+    parser.add_argument("--section", default=SECTION, help="the section heading to write (or replace)")
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args()
     from imgcls.environment import cpu_name
@@ -133,7 +139,7 @@ def main() -> None:
         rows.append((label, imgcls(folder, work, args.epochs, precision)))
         print(rows[-1], flush=True)
     base = rows[0][1]["images_per_s"]
-    lines = [SECTION, "", f"`{command_line()}`"
+    lines = [args.section, "", f"`{command_line()}`"
              + f" on {cpu_name()}, {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')}). {MODEL} ({SIZE} px, "
              f"batch {BATCH}, Adam), {2 * args.per_class} JPEGs split 70/30; see the script's docstring for the data "
              "and the loop.", "",
@@ -145,7 +151,7 @@ def main() -> None:
                      f"{row['images_per_s']:.2f} | {row['images_per_s'] / base:.2f}x | "
                      f"{1120 / row['images_per_s'] / 60:.1f} min | {row['wall_s']:.0f} s |")
     print("\n".join(lines))
-    replace_section(Path(args.out), SECTION, "\n".join(lines))
+    replace_section(Path(args.out), args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":
