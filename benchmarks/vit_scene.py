@@ -118,8 +118,10 @@ def imgcls(folder: Path, work: Path, epochs: int, precision: str) -> dict:
 
 
 def images_per_epoch(train_images: int, batch: int) -> int:
-    """The images imgcls trains on an epoch: full batches only, where there are at least two (training_steps.py)."""
-    return train_images // batch * batch if train_images >= 2 * batch else train_images
+    """The images imgcls trains on an epoch: whole batches, unless it keeps the ragged last one."""
+    from imgcls.workflows.training_steps import drops_ragged_batch
+
+    return train_images // batch * batch if drops_ragged_batch(train_images, batch) else train_images
 
 
 def main() -> None:

@@ -163,6 +163,12 @@ def measured_splits(bundle, plan: TrainPlan) -> dict:
     return splits
 
 
+def drops_ragged_batch(train_images: int, global_batch_size: int) -> bool:
+    """Whether training drops a ragged last batch (a batch of one breaks batch norm): unless that would leave a
+    process no batch."""
+    return train_images >= 2 * global_batch_size
+
+
 def make_loaders(bundle, plan: TrainPlan):
     """The augmented training loader and the plain evaluation loaders of every split."""
     from imgcls.data.loader import TensorImageDataset, make_loader
@@ -170,10 +176,8 @@ def make_loaders(bundle, plan: TrainPlan):
 
     augment = train_transform(plan.augment, plan.img_size, plan.hflip, plan.crop_padding, plan.erase)
     train_set = TensorImageDataset(bundle.splits["train"], plan.mean, plan.std, augment, plan.channels_last)
-    # Drop a ragged last batch (a batch of one breaks batch norm) unless that would leave a process no batch.
-    drop_last = len(train_set) >= 2 * plan.global_batch_size
     train_loader = make_loader(train_set, plan.batch_size, shuffle=True, workers=plan.workers, seed=plan.seed,
-                               drop_last=drop_last)
+                               drop_last=drops_ragged_batch(len(train_set), plan.global_batch_size))
     loaders = {"train": train_loader}
     measured = measured_splits(bundle, plan)
     for split, source in (("train_eval", "train"), ("val", "val"), ("test", "test")):
