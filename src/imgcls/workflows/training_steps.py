@@ -211,28 +211,53 @@ def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: floa
     from imgcls.workflows.predict import load
 
     loaded = load(run.path)  # the best weights, whole (a linear probe's head included)
-    looked = explain_held_out(loaded, bundle, result.predictions)
-    write_figures_and_report(run, bundle, result.predictions, list(plan.class_names), loaded.model, plan.mean,
-                             plan.std, plan.seed, looked_at=looked)
-    export_for_predict(run, sum(p.numel() for p in loaded.model.parameters()))
+    exporting = start_export_for_predict(run, sum(p.numel() for p in loaded.model.parameters()))
+    try:
+        looked = explain_held_out(loaded, bundle, result.predictions)
+        write_figures_and_report(run, bundle, result.predictions, list(plan.class_names), loaded.model, plan.mean,
+                                 plan.std, plan.seed, looked_at=looked)
+    except BaseException:  # failed or interrupted: stop the export too (it writes atomically: no partial file)
+        if exporting is not None:
+            exporting.kill()
+            exporting.wait()
+        raise
+    end_export_for_predict(exporting)
     get_console().print(f"run folder: [bold]{run.path}[/bold]   report: {run.report_file}")
 
 
 AUTO_EXPORT_MAX_PARAMETERS = 30_000_000  # bigger models take long to export: `imgcls export` when wanted
+_LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                       "MASTER_PORT")  # set by torchrun / accelerate launch: the export is one plain process
 
 
-def export_for_predict(run: RunFolder, parameters: int) -> None:
-    """RUN/model.onnx, so `imgcls predict RUN` and `imgcls serve RUN` start in well under a second (onnxruntime,
-    no torch import); skipped for large models and for models ONNX cannot express (predict then uses torch)."""
-    from imgcls.console import info
-    from imgcls.workflows.export import export
+def start_export_for_predict(run: RunFolder, parameters: int):
+    """Start writing RUN/model.onnx (so `imgcls predict RUN` and `imgcls serve RUN` start in well under a second:
+    onnxruntime, no torch import) in a child `imgcls export`, beside the figures: both are mostly one-core
+    Python, and one after the other they made the tail twice as long. None for models too large to export
+    by default."""
+    import os
+    import subprocess
+    import sys
 
     if parameters > AUTO_EXPORT_MAX_PARAMETERS:
+        return None
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in _LAUNCHER_VARIABLES and not name.startswith("TORCHELASTIC_")}
+    return subprocess.Popen([sys.executable, "-m", "imgcls", "export", str(run.path)], env=environment,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def end_export_for_predict(exporting) -> None:
+    """Wait for start_export_for_predict's child; a model ONNX cannot express is said in one line (predict then
+    uses PyTorch)."""
+    from imgcls.console import info
+
+    if exporting is None:
         return
-    try:
-        export(run.path, "onnx")
-    except ImgclsError as error:
-        info(f"no ONNX export of this run ({error}); predict will use PyTorch")
+    _, errors = exporting.communicate()
+    if exporting.returncode != 0:
+        lines = [line for line in errors.splitlines() if line.strip()] or [f"exit status {exporting.returncode}"]
+        info(f"no ONNX export of this run ({lines[-1].split('error: ', 1)[-1]}); predict will use PyTorch")
 
 
 def run_summary(bundle, model, plan: TrainPlan, result, started: float) -> dict:
