@@ -7,7 +7,8 @@
 Each run is a new process (`PYTHONPATH=<tree>/src python -m imgcls train fashion-mnist ...`), the trees (and
 within a tree the variants: more flags each) alternating round by round so that a drifting machine affects
 them alike. Per run: process start to the
-final metrics (metrics.json written, the table printed), to the finished report.html, the tail (end of the
+final metrics (metrics.json written, the table printed), to the finished report.html, to the process's end
+(the run's ONNX export done too), the tail (end of the
 last epoch to the metrics), training time, and test accuracy with its 95% interval. The header gives the
 machine's matmul peaks before and after the runs (benchmarks/host.py), to compare sessions by.
 """
@@ -82,17 +83,19 @@ def main() -> None:
                         *(f'--variant "{item}"' for item in args.variant)])
     lines = [f"## {args.title}", "", f"`{command}` on {cpu_name()}, {os.cpu_count()} cores "
              f"({time.strftime('%Y-%m-%d')}). Each run is a new process; the runs alternate round by round. {speed}", "",
-             "| run | round | start to metrics | start to report.html | tail (last epoch end to metrics) | "
-             "training | precision | test accuracy [95% CI] | test ECE |", "|---|---|---|---|---|---|---|---|---|"]
+             "| run | round | start to metrics | start to report.html | start to process end | tail (last epoch end "
+             "to metrics) | training | precision | test accuracy [95% CI] | test ECE |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for index, (label, r) in enumerate(rows):
         lines.append(f"| {label} | {index // len(runs) + 1} | {r['to_metrics']:.0f} s | {r['to_report']:.0f} s | "
-                     f"{r['tail']:.1f} s | {r['training']:.0f} s | {r['precision']} | {r['accuracy']:.4f} "
+                     f"{r['process']:.0f} s | {r['tail']:.1f} s | {r['training']:.0f} s | {r['precision']} | {r['accuracy']:.4f} "
                      f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}] | {r['ece']:.4f} |")
     if args.rounds > 1:
         for label, _, _ in runs:
             mine = [r for name, r in rows if name == label]
             lines.append(f"| {label}: median | | {statistics.median(r['to_metrics'] for r in mine):.0f} s | "
                          f"{statistics.median(r['to_report'] for r in mine):.0f} s | "
+                         f"{statistics.median(r['process'] for r in mine):.0f} s | "
                          f"{statistics.median(r['tail'] for r in mine):.1f} s | | | | |")
     replace_section(args.out, f"## {args.title}", "\n".join(lines) + "\n")
     print("\n".join(lines))

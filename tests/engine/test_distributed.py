@@ -146,6 +146,7 @@ def test_two_process_training_keeps_the_ranks_identical_and_writes_one_run(photo
     assert [path.name for path in (tmp_path / "runs").iterdir()] == ["ddp"]  # one run folder
     run = RunFolder(tmp_path / "runs" / "ddp")
     assert run.report_file.is_file()
+    assert (run.path / "model.onnx").is_file()  # exported by a plain child process, without torchrun's variables
     plan = run.read_plan()
     assert plan["world_size"] == 2 and plan["batch_size"] == 8 and plan["global_batch_size"] == 16
     summary = run.read_summary()

@@ -195,3 +195,36 @@ def test_a_run_uses_its_onnx_export_only_while_it_is_current(fmnist_run, fmnist_
     assert "no current ONNX export" in user_error(cli("predict", str(fmnist_run), image, "--backend", "onnx"))
     assert cli("export", str(fmnist_run)).returncode == 0  # exported again: current again
     assert isinstance(classifier_for(fmnist_run), OnnxClassifier)
+
+
+def test_training_exports_in_a_child_beside_the_figures_or_here_for_a_model_only_it_can_build(class_folders,
+                                                                                               tmp_path, capsys):
+    import subprocess
+
+    from torch import nn
+
+    from imgcls.engine.onnx_model import OnnxClassifier
+    from imgcls.run_files import RunFolder
+    from imgcls.workflows.predict import classifier_for
+    from imgcls.workflows.training_steps import end_export_for_predict, start_export_for_predict
+
+    @imgcls.register("test_export_here_net")
+    def here(num_classes=10, in_chans=3, img_size=None):
+        return nn.Sequential(nn.Conv2d(in_chans, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+    trained = cli("train", str(class_folders), "--model", "test_export_here_net", "--img-size", "16", "--epochs", "1",
+                  "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--name", "here", "--no-report")
+    assert trained.returncode == 0, trained.stderr
+    run = RunFolder(tmp_path / "runs" / "here")
+    assert start_export_for_predict(run, "test_export_here_net", 100) is None  # a new process could not build it
+    assert isinstance(classifier_for(run.path), OnnxClassifier)  # so it was exported here, and is current
+    (run.path / "model.onnx").unlink()
+    assert start_export_for_predict(run, "test_export_here_net", 10**9) is None  # too large: not exported
+    assert not (run.path / "model.onnx").exists()
+
+    failing = subprocess.Popen([sys.executable, "-c", "import sys; print('imgcls export: error: net cannot be "
+                                "exported to ONNX (no svd)', file=sys.stderr); sys.exit(2)"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end_export_for_predict(failing)
+    assert "no ONNX export of this run (net cannot be exported to ONNX (no svd)); predict will use PyTorch" \
+        in capsys.readouterr().err.replace("\n", " ")

@@ -4,6 +4,7 @@ import torch
 import imgcls
 from imgcls.errors import ImgclsError
 from imgcls.models import register
+from imgcls.models.registry import buildable_by_name
 from imgcls.models.weights import read_state_dict
 
 
@@ -40,6 +41,8 @@ def test_registering_a_model_is_one_decorated_function():
     assert ("test_tiny_net", "built-in") in imgcls.list_models("test_*")
     model = imgcls.create_model("test_tiny_net", num_classes=4)
     assert model(torch.zeros(1, 3, 4, 4)).shape == (1, 4)
+    # a new process (the export after training) can build imgcls's and timm's models by name, not this one
+    assert not buildable_by_name("test_tiny_net") and buildable_by_name("fastcnn") and buildable_by_name("resnet18")
 
 
 def test_local_weights_load_and_head_is_replaced(tmp_path):

@@ -45,6 +45,13 @@ def builtin_names() -> list[str]:
     return sorted(_BUILTINS)
 
 
+def buildable_by_name(name: str) -> bool:
+    """A new Python process can build `name` by its name alone: imgcls's own architectures and timm's, not a
+    builder registered at run time by the caller's code (a test, a notebook)."""
+    _load_builtin_modules()
+    return name not in _BUILTINS or _BUILTINS[name].__module__.startswith("imgcls.")
+
+
 def _load_builtin_modules() -> None:
     # Importing the modules runs their @register decorators.
     import imgcls.models.densenet_se  # noqa: F401

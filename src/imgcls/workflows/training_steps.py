@@ -211,7 +211,7 @@ def finish(run: RunFolder, bundle, model, plan: TrainPlan, result, started: floa
     from imgcls.workflows.predict import load
 
     loaded = load(run.path)  # the best weights, whole (a linear probe's head included)
-    exporting = start_export_for_predict(run, sum(p.numel() for p in loaded.model.parameters()))
+    exporting = start_export_for_predict(run, plan.model, sum(p.numel() for p in loaded.model.parameters()))
     try:
         looked = explain_held_out(loaded, bundle, result.predictions)
         write_figures_and_report(run, bundle, result.predictions, list(plan.class_names), loaded.model, plan.mean,
@@ -230,21 +230,36 @@ _LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "
                        "MASTER_PORT")  # set by torchrun / accelerate launch: the export is one plain process
 
 
-def start_export_for_predict(run: RunFolder, parameters: int):
+def start_export_for_predict(run: RunFolder, model_name: str, parameters: int):
     """Start writing RUN/model.onnx (so `imgcls predict RUN` and `imgcls serve RUN` start in well under a second:
     onnxruntime, no torch import) in a child `imgcls export`, beside the figures: both are mostly one-core
     Python, and one after the other they made the tail twice as long. None for models too large to export
-    by default."""
+    by default, and for models only this process can build (exported here and now)."""
     import os
     import subprocess
     import sys
 
+    from imgcls.models.registry import buildable_by_name
+
     if parameters > AUTO_EXPORT_MAX_PARAMETERS:
+        return None
+    if not buildable_by_name(model_name):
+        _export_here(run)
         return None
     environment = {name: value for name, value in os.environ.items()
                    if name not in _LAUNCHER_VARIABLES and not name.startswith("TORCHELASTIC_")}
     return subprocess.Popen([sys.executable, "-m", "imgcls", "export", str(run.path)], env=environment,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _export_here(run: RunFolder) -> None:
+    from imgcls.console import info
+    from imgcls.workflows.export import export
+
+    try:
+        export(run.path, "onnx")
+    except ImgclsError as error:
+        info(f"no ONNX export of this run ({error}); predict will use PyTorch")
 
 
 def end_export_for_predict(exporting) -> None:
