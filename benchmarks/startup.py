@@ -56,7 +56,9 @@ def main() -> None:
     imgcls.train("fashion-mnist", model="fastcnn", epochs=1, max_per_class=20, workers=0,
                  runs_dir=str(work / "runs"), name="recipe-model")
     imgcls_cmd = [sys.executable, "-m", "imgcls"]
-    rows = [("imgcls --help", *timed([*imgcls_cmd, "--help"], args.repeats))]
+    rows = [("python -c pass (the interpreter and its site-packages' .pth files, no imgcls)",
+             *timed([sys.executable, "-c", "pass"], args.repeats))]
+    rows.append(("imgcls --help", *timed([*imgcls_cmd, "--help"], args.repeats)))
     rows.append(("imgcls predict RUN one.png (fastcnn run, the recipe's built-in model, 28 px)",
                  *timed([*imgcls_cmd, "predict", str(work / "runs" / "recipe-model"), str(gray)], args.repeats)))
     rows.append(("imgcls predict RUN one.png (resnet10t run, a timm model, 28 px)",

@@ -248,6 +248,7 @@ def start_export_for_predict(run: RunFolder, model_name: str, parameters: int):
         return None
     environment = {name: value for name, value in os.environ.items()
                    if name not in _LAUNCHER_VARIABLES and not name.startswith("TORCHELASTIC_")}
+    environment["OMP_NUM_THREADS"] = "1"  # tracing needs no threads; the figures' Grad-CAM and filters use them
     return subprocess.Popen([sys.executable, "-m", "imgcls", "export", str(run.path)], env=environment,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
