@@ -21,7 +21,8 @@ MODELS = [
     ("mlp", 1, 28, {}), ("onecnn", 1, 28, {}), ("multilayer_cnn", 1, 28, {}), ("lenet", 1, 32, {}),
     ("fastcnn", 1, 28, {}), ("vit", 1, 28, {"patch_size": 7, "width": 32, "depth": 2, "heads": 2}),
     pytest.param("vit_keras_cifar10", 1, 36, {}, marks=pytest.mark.slow),
-    pytest.param("vit_b16", 1, 32, {}, marks=pytest.mark.slow),
+    pytest.param("vit", 1, 32, {"patch_size": 16, "width": 48, "depth": 2, "heads": 3, "pool": "cls"},
+                 marks=pytest.mark.slow),  # vit_b16's graph (class token, patch 16) without its 86M weights
     pytest.param("densenet_se", 1, 32, {}, marks=pytest.mark.slow),
     ("resnet18", 1, 32, {}), pytest.param("convnext_atto", 1, 32, {}, marks=pytest.mark.slow),
     pytest.param("vit_tiny_patch16_224", 1, 32, {}, marks=pytest.mark.slow),
