@@ -63,6 +63,7 @@ def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3
     step, bf16, channels_last = build_step(name, size, batch, channels)
     for _ in range(2):
         step()
+    achieved = step_flops(step, steps, bf16)
     started = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=by_shape) as prof:
         for _ in range(steps):
@@ -72,12 +73,32 @@ def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3
     total = sum(event.self_cpu_time_total for event in events)
     lines = [f"**{name} at {size} px, batch {batch}, {'bf16 autocast' if bf16 else 'fp32'}, "
              f"{'channels_last' if channels_last else 'NCHW'}**: {seconds * 1000:.0f} ms a step under the profiler "
-             f"({batch / seconds:.0f} images/s).", "",
+             f"({batch / seconds:.0f} images/s). {achieved}", "",
              "| operator | self CPU ms per step | share | calls per step |", "|---|---|---|---|"]
     for event in events[:12]:
         lines.append(f"| `{event.key}` | {event.self_cpu_time_total / 1000 / steps:.1f} | "
                      f"{100 * event.self_cpu_time_total / total:.1f}% | {event.count // steps} |")
     return lines + [""] + (convolutions_by_shape(prof, steps, total) if by_shape else [])
+
+
+def step_flops(step, steps: int, bf16: bool) -> str:
+    """A sentence on the step's FLOPs (torch.utils.flop_counter) and its speed without the profiler against the
+    matmul peak in the step's precision, measured right after: how close the step runs to what the CPU can do."""
+    import torch
+    from host import matmul_peak
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - started) / steps
+    peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32)
+    return (f"Without the profiler: {seconds * 1000:.0f} ms a step, {flops / 1e9:.1f} GFLOP "
+            f"(torch.utils.flop_counter), {flops / seconds / 1e9:.0f} GFLOP/s: {100 * flops / seconds / peak:.0f}% "
+            f"of the {'bf16' if bf16 else 'fp32'} 4096x4096 matmul peak measured right after ({peak / 1e9:.0f} GFLOP/s).")
 
 
 def convolutions_by_shape(prof, steps: int, total: float) -> list[str]:

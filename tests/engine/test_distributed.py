@@ -106,7 +106,9 @@ def _val_folder(source: Path, root: Path, count: int) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("count, batch", [(5, 2), (7, 3), (11, 2)])
+# on 2 processes, 5 images in batches of 2: 3 each (one of them padding), the last batch ragged; 11: 6 each, the
+# padding in a full batch
+@pytest.mark.parametrize("count, batch", [(5, 2), (11, 2)])
 def test_two_process_eval_counts_every_image_once_and_matches_one_process(photo_run, tmp_path, count, batch):
     run, photos = photo_run
     data = _val_folder(photos, tmp_path, count)

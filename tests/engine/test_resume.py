@@ -45,7 +45,7 @@ def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypa
 @pytest.mark.slow
 def test_killed_process_resumes_from_the_last_saved_epoch(fmnist_root, tmp_path):
     command = [sys.executable, "-m", "imgcls", "train", "fashion-mnist", "--data-root", str(fmnist_root),
-               "--model", "multilayer_cnn", "--max-per-class", "300", "--epochs", "8", "--workers", "0",
+               "--model", "multilayer_cnn", "--max-per-class", "300", "--epochs", "5", "--workers", "0",
                "--runs-dir", str(tmp_path), "--name", "killed", "--batch-size", "32", "--no-report"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state_file = tmp_path / "killed" / "last" / "trainer_state.json"
@@ -56,10 +56,10 @@ def test_killed_process_resumes_from_the_last_saved_epoch(fmnist_root, tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved = len(_history(tmp_path / "killed"))
-    assert 1 <= saved < 8
+    assert 1 <= saved < 5
     result = subprocess.run([sys.executable, "-m", "imgcls", "train", "--resume", str(tmp_path / "killed")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert f"resuming {tmp_path / 'killed'} after epoch {saved}" in result.stdout
     epochs = [int(row["epoch"]) for row in _history(tmp_path / "killed")]
-    assert epochs == list(range(1, 9))
+    assert epochs == list(range(1, 6))

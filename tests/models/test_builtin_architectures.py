@@ -50,6 +50,20 @@ def test_densenet_se_applies_the_excitation():
     assert not torch.allclose(with_se, without_se, atol=1e-4)
 
 
+def test_densenet_se_block_config_builds_a_smaller_densenet_from_scratch_only():
+    from imgcls.errors import ImgclsError
+
+    small = imgcls.create_model("densenet_se", num_classes=3, in_chans=1, block_config=[2, 4, 3], growth_rate=12)
+    features = small.backbone.features
+    assert [name for name, _ in features.named_children() if name.startswith("denseblock")] == [
+        "denseblock1", "denseblock2", "denseblock3"]
+    assert len(features.denseblock2) == 4 and features.denseblock1.denselayer1.conv2.out_channels == 12
+    assert small(torch.zeros(2, 1, 32, 32)).shape == (2, 3)
+    assert _params(small) < _params(imgcls.create_model("densenet_se", num_classes=3)) / 20
+    with pytest.raises(ImgclsError, match="pretrained weights are DenseNet-121's"):
+        imgcls.create_model("densenet_se", num_classes=3, pretrained=True, block_config=[2, 4, 3])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [
     ("mlp", []), ("onecnn", []), ("multilayer_cnn", []), ("lenet", []),  # LeNet-5: resized to its 32 px

@@ -1,11 +1,16 @@
-"""DenseNet-121 with squeeze-and-excitation applied to its final feature map."""
+"""DenseNet-121 with squeeze-and-excitation applied to its final feature map (or a shallower or narrower DenseNet,
+from scratch, for small images and small data)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from imgcls.errors import ImgclsError
 from imgcls.models.registry import register
+
+
+DENSENET121_BLOCKS = (6, 12, 24, 16)
 
 
 class DenseNetSE(nn.Module):
@@ -16,13 +21,13 @@ class DenseNetSE(nn.Module):
     """
 
     def __init__(self, num_classes: int, in_chans: int = 3, pretrained: bool = False, se_ratio: float = 1 / 16,
-                 drop_rate: float = 0.0):
+                 drop_rate: float = 0.0, block_config: tuple[int, ...] = DENSENET121_BLOCKS, growth_rate: int = 32):
         super().__init__()
         import timm
         from timm.layers import SEModule
 
         self.backbone = timm.create_model("densenet121", pretrained=pretrained, in_chans=in_chans, num_classes=0,
-                                          global_pool="")
+                                          global_pool="", block_config=tuple(block_config), growth_rate=growth_rate)
         channels = self.backbone.num_features
         self.se = SEModule(channels, rd_ratio=se_ratio)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -45,6 +50,16 @@ class DenseNetSE(nn.Module):
 
 @register("densenet_se", input_size=224)
 def densenet_se(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None, pretrained: bool = False,
-                drop_rate: float = 0.0) -> DenseNetSE:
-    """DenseNet-121 + squeeze-and-excitation; --pretrained loads timm's ImageNet DenseNet-121 backbone."""
-    return DenseNetSE(num_classes, in_chans, pretrained=pretrained, drop_rate=drop_rate)
+                drop_rate: float = 0.0, block_config: list[int] | tuple[int, ...] = DENSENET121_BLOCKS,
+                growth_rate: int = 32) -> DenseNetSE:
+    """DenseNet-121 + squeeze-and-excitation; --pretrained loads timm's ImageNet DenseNet-121 backbone.
+    `block_config` (dense layers per block) and `growth_rate` (channels each layer adds) build another DenseNet,
+    e.g. block_config=[2,4,8,6] for small images: from scratch only."""
+    block_config = tuple(int(layers) for layers in block_config)
+    if not block_config or min(block_config) < 1 or growth_rate < 1:
+        raise ImgclsError("densenet_se needs block_config of one or more positive layer counts and growth_rate >= 1")
+    if pretrained and (block_config, growth_rate) != (DENSENET121_BLOCKS, 32):
+        raise ImgclsError("the pretrained weights are DenseNet-121's: drop --pretrained, or the block_config / "
+                          "growth_rate options")
+    return DenseNetSE(num_classes, in_chans, pretrained=pretrained, drop_rate=drop_rate, block_config=block_config,
+                      growth_rate=int(growth_rate))

@@ -31,6 +31,10 @@ def load_data(config: Config, processes: int):
                           f"check that the files are intact images")
     if "val" not in bundle.splits:
         warn("no validation split (--val-split 0 and no val/ folder): the last epoch is kept as best")
+    from imgcls.metrics import positive_index
+
+    positive_index(list(bundle.class_names), config.train.positive_class)  # a wrong name fails before the model
+    # is built and its precision timed (seconds)
     return defaults, bundle, note
 
 
