@@ -47,12 +47,14 @@ def build_step(name: str, size: int, batch: int, channels: int, keep_memory: boo
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,))
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    def step(backward: bool = True) -> None:
+        """One training step, or (backward=False) only its forward pass."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), torch.set_grad_enabled(backward):
             logits = model(images)
-        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if backward:
+            torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     return step, bf16, channels_last
 
@@ -82,22 +84,24 @@ def profile_case(name: str, size: int, batch: int, steps: int, channels: int = 3
 
 
 def step_flops(step, steps: int, bf16: bool) -> str:
-    """A sentence on the step's FLOPs (torch.utils.flop_counter) and its speed without the profiler against the
-    matmul peak in the step's precision, measured right after: how close the step runs to what the CPU can do."""
+    """A sentence on the step's FLOPs and its speed without the profiler against the matmul peak in the step's
+    precision, measured right after: how close the step runs to what the CPU can do. A step counts 3x its forward
+    pass's FLOPs (torch.utils.flop_counter), the backward computing input and weight gradients of the forward's
+    size each: the counter's own count of a convolution's backward is 40x too high for depthwise convolutions."""
     import torch
     from host import matmul_peak
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
+        step(backward=False)
+    flops = 3 * counter.get_total_flops()
     started = time.perf_counter()
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - started) / steps
     peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32)
     return (f"Without the profiler: {seconds * 1000:.0f} ms a step, {flops / 1e9:.1f} GFLOP "
-            f"(torch.utils.flop_counter), {flops / seconds / 1e9:.0f} GFLOP/s: {100 * flops / seconds / peak:.0f}% "
+            f"(3x the forward's, torch.utils.flop_counter), {flops / seconds / 1e9:.0f} GFLOP/s: {100 * flops / seconds / peak:.0f}% "
             f"of the {'bf16' if bf16 else 'fp32'} 4096x4096 matmul peak measured right after ({peak / 1e9:.0f} GFLOP/s).")
 
 

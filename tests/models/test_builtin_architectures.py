@@ -64,6 +64,17 @@ def test_densenet_se_block_config_builds_a_smaller_densenet_from_scratch_only():
         imgcls.create_model("densenet_se", num_classes=3, pretrained=True, block_config=[2, 4, 3])
 
 
+@pytest.mark.parametrize("name, options, message", [
+    ("fastcnn", {"depth": 0}, "fastcnn needs at least one stage width"),
+    ("densenet_se", {"block_config": [0]}, "densenet_se needs block_config of one or more positive"),
+])
+def test_impossible_builtin_options_are_user_errors(name, options, message):
+    from imgcls.errors import ImgclsError
+
+    with pytest.raises(ImgclsError, match=message):
+        imgcls.create_model(name, num_classes=3, **options)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [
     ("mlp", []), ("onecnn", []), ("multilayer_cnn", []), ("lenet", []),  # LeNet-5: resized to its 32 px

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from imgcls.errors import ImgclsError
 from imgcls.models.registry import register
 
 
@@ -59,6 +60,6 @@ def fastcnn(num_classes: int = 10, in_chans: int = 1, img_size: int | None = Non
     `widths` (each halves the resolution), `depth` convs per stage; 292,666 parameters with the defaults on
     1x28x28 and 10 classes. Inputs of at least 2**len(widths) pixels."""
     if not widths or depth < 1 or stem < 0:
-        raise ValueError("fastcnn needs at least one stage width, depth >= 1 and stem >= 0")
+        raise ImgclsError("fastcnn needs at least one stage width, depth >= 1 and stem >= 0: fix --model-option")
     model = FastCNN(num_classes, in_chans, int(stem), [int(width) for width in widths], int(depth), drop_rate)
     return model
