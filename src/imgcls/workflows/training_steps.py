@@ -33,8 +33,8 @@ def load_data(config: Config, processes: int):
         warn("no validation split (--val-split 0 and no val/ folder): the last epoch is kept as best")
     from imgcls.metrics import positive_index
 
-    positive_index(list(bundle.class_names), config.train.positive_class)  # a wrong name fails before the model
-    # is built and its precision timed (seconds)
+    # a wrong --positive-class fails now, not after the model is built and its precision timed (seconds)
+    positive_index(list(bundle.class_names), config.train.positive_class)
     return defaults, bundle, note
 
 
