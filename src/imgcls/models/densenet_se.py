@@ -55,11 +55,11 @@ def densenet_se(num_classes: int = 1000, in_chans: int = 3, img_size: int | None
     """DenseNet-121 + squeeze-and-excitation; --pretrained loads timm's ImageNet DenseNet-121 backbone.
     `block_config` (dense layers per block) and `growth_rate` (channels each layer adds) build another DenseNet,
     e.g. block_config=[2,4,8,6] for small images: from scratch only."""
-    block_config = tuple(int(layers) for layers in block_config)
+    block_config, growth_rate = tuple(int(layers) for layers in block_config), int(growth_rate)
     if not block_config or min(block_config) < 1 or growth_rate < 1:
         raise ImgclsError("densenet_se needs block_config of one or more positive layer counts and growth_rate >= 1")
     if pretrained and (block_config, growth_rate) != (DENSENET121_BLOCKS, 32):
         raise ImgclsError("the pretrained weights are DenseNet-121's: drop --pretrained, or the block_config / "
                           "growth_rate options")
     return DenseNetSE(num_classes, in_chans, pretrained=pretrained, drop_rate=drop_rate, block_config=block_config,
-                      growth_rate=int(growth_rate))
+                      growth_rate=growth_rate)
