@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import command_line, replace_section  # noqa: E402
 
-SECTION = "## Kept freed memory: training steps with and without (issue 16)"
+SECTION = "## Kept freed memory: training steps with and without"
 CASES = ("fastcnn:28:1", "resnet18:64", "efficientnet_lite0:128", "vit_tiny_patch16_224:224")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import command_line, replace_section  # noqa: E402
 
-SECTION = "## Where the training step's time goes (issue 16)"
+SECTION = "## Where the training step's time goes"
 CONVOLUTIONS = ("aten::mkldnn_convolution", "aten::convolution_backward")
 CASES = ("resnet18:64", "efficientnet_lite0:128", "vit_tiny_patch16_224:224")
 

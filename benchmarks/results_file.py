@@ -16,8 +16,10 @@ def replace_section(out: Path, marker: str, text: str) -> None:
     """Put `text` (starting with the `marker` heading) in `out`, where an older version of it was, else last."""
     out = Path(out)
     existing = out.read_text() if out.exists() else "# Benchmarks\n"
-    if marker in existing:
-        start = existing.index(marker)
-        end = existing.find("\n## ", start + len(marker))
-        existing = existing[:start] + (existing[end + 1:] if end != -1 else "")
-    out.write_text(existing.rstrip() + "\n\n" + text)
+    if marker not in existing:
+        out.write_text(existing.rstrip() + "\n\n" + text)
+        return
+    start = existing.index(marker)
+    end = existing.find("\n## ", start + len(marker))
+    after = existing[end + 1:] if end != -1 else ""
+    out.write_text(existing[:start] + text.rstrip() + "\n" + ("\n" + after if after else ""))

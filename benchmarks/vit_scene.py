@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import command_line, replace_section  # noqa: E402
 
-SECTION = "## The tutorial's ViT-B/16 scene: its loop vs imgcls (issue 16)"
+SECTION = "## The tutorial's ViT-B/16 scene: its loop vs imgcls"
 MODEL, SIZE, BATCH, PER_CLASS, SIDE = "vit_base_patch16_224", 224, 32, 800, 512
 
 TUTORIAL_LOOP = '''
@@ -119,7 +119,7 @@ def imgcls(folder: Path, work: Path, epochs: int, precision: str) -> dict:
 
 def images_per_epoch(train_images: int, batch: int) -> int:
     """The images imgcls trains on an epoch: whole batches, unless it keeps the ragged last one."""
-    from imgcls.workflows.training_steps import drops_ragged_batch
+    from imgcls.data.loader import drops_ragged_batch
 
     return train_images // batch * batch if drops_ragged_batch(train_images, batch) else train_images
 

@@ -1,5 +1,6 @@
 """The shape of the code (docs/architecture.md): module and function sizes, one owner per run-file name and
-per version string, and layers that import only downward."""
+per version string, layers that import only downward, no import cycle between any two modules, short
+parameter lists, and a public API whose every name stays callable."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ FIGURE_NAME = re.compile(r"[\"'](?:loss|accuracy|samples|patches|filters|filter_
 
 def test_every_figure_name_is_spelled_in_the_catalog_only():
     spelled = {_module_name(path) for path in SOURCES if FIGURE_NAME.search(path.read_text())}
-    assert spelled == {"imgcls.report.catalog"}
+    assert spelled == {"imgcls.reporting.catalog"}
 
 
 def test_the_version_is_defined_once():
@@ -76,18 +77,19 @@ def test_the_version_is_defined_once():
 # who may import whom (docs/architecture.md); a layer not listed imports only the shared leaves
 SHARED = {"imgcls", "imgcls.errors", "imgcls.console", "imgcls.atomic", "imgcls.environment"}
 MAY_IMPORT = {
-    "config": {"recipes"},
-    "recipes": {"config"},
+    "config": set(),
+    "recipe_book": {"config"},
     "data": {"config"},
     "models": set(),
     "metrics": set(),
     "run_files": {"config", "plan"},
     "plan": {"config", "metrics"},
     "engine": {"config", "plan", "metrics", "run_files", "data", "models"},
-    "report": {"metrics", "run_files", "data"},
-    "serve": {"data", "engine"},
-    "workflows": {"config", "plan", "data", "models", "engine", "metrics", "run_files", "report", "recipes", "serve"},
-    "cli": {"workflows", "report", "config", "recipes"},
+    "reporting": {"metrics", "run_files", "data"},
+    "serving": {"data", "engine"},
+    "workflows": {"config", "plan", "data", "models", "engine", "metrics", "run_files", "reporting", "recipe_book",
+                  "serving"},
+    "cli": {"workflows", "reporting", "config", "recipe_book", "serving"},
 }
 
 
@@ -119,3 +121,77 @@ def test_layers_import_only_what_the_architecture_allows():
                 continue
             wrong.append(f"{module} imports {imported}")
     assert not wrong
+
+
+def _imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The imgcls modules `path` imports, anywhere in it: `from package import name` is the module
+    package.name when there is one, else the package (whose __init__ runs)."""
+    def known(name: str) -> str:
+        while name not in modules and "." in name:
+            name = name.rpartition(".")[0]
+        return name
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("imgcls") and node.level == 0:
+            found.update(known(f"{node.module}.{alias.name}") for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(known(alias.name) for alias in node.names if alias.name.startswith("imgcls"))
+    return found - {"imgcls"}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_between_any_two_modules():
+    modules = {_module_name(path) for path in SOURCES}
+    graph = {_module_name(path): _imported_modules(path, modules) - {_module_name(path)} for path in SOURCES}
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check itself
+
+
+MAX_PARAMETERS = 8
+FLAT_APIS = {"imgcls.workflows.train:train"}  # train(config, resume, recipe, **overrides): every config key a flag
+
+
+def test_no_public_function_takes_more_than_eight_parameters():
+    long = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                arguments = node.args
+                named = [a for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs
+                         if a.arg not in ("self", "cls")]
+                name = f"{_module_name(path)}:{node.name}"
+                if len(named) > MAX_PARAMETERS and name not in FLAT_APIS:
+                    long.append((name, len(named)))
+    assert not long

@@ -35,29 +35,29 @@ def test_unknown_yaml_key_suggests_the_right_one(tmp_path):
 
 
 def test_recipe_then_yaml_then_flags(tmp_path):
-    from imgcls.recipes import list_recipes
+    from imgcls.recipe_book import list_recipes, load_recipe
 
     assert "fashion-mnist" in list_recipes() and list_recipes()["fashion-mnist"]["description"]
     config = build_config(overrides={"data": {"source": "fashion-mnist"}, "train": {"epochs": 2}},
-                          recipe="fashion-mnist")
+                          recipe=load_recipe("fashion-mnist"))
     assert config.model.name == "fastcnn" and config.model.options["widths"] == [32, 64, 128]
     assert config.train.epochs == 2 and config.optim.scheduler == "onecycle"
     other = build_config(overrides={"data": {"source": "fashion-mnist"}, "model": {"name": "resnet10t"}},
-                         recipe="fashion-mnist")
+                         recipe=load_recipe("fashion-mnist"))
     assert other.model.name == "resnet10t" and other.model.options == {}  # fastcnn's options are not resnet's
     assert other.optim.scheduler == "onecycle"  # the rest of the recipe still applies
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("optim:\n  lr: 0.01\n")
-    layered = build_config(yaml_file, {"data": {"source": "fashion-mnist"}}, recipe="fashion-mnist")
+    layered = build_config(yaml_file, {"data": {"source": "fashion-mnist"}}, recipe=load_recipe("fashion-mnist"))
     assert layered.optim.lr == 0.01 and layered.model.name == "fastcnn"
     with pytest.raises(ImgclsError, match="unknown recipe 'fashon-mnist'; did you mean fashion-mnist"):
-        build_config(overrides={"data": {"source": "x"}}, recipe="fashon-mnist")
+        load_recipe("fashon-mnist")
 
 
 def test_the_long_recipe_is_the_default_one_trained_longer_with_shifts():
-    from imgcls.recipes import recipe_values
+    from imgcls.recipe_book import load_recipe
 
-    short, long = recipe_values("fashion-mnist"), recipe_values("fashion-mnist-long")
+    short, long = load_recipe("fashion-mnist").values, load_recipe("fashion-mnist-long").values
     assert (long["train"].pop("epochs"), long["data"].pop("crop_padding")) == (45, 1)
     short["train"].pop("epochs"), short["data"].pop("crop_padding")
     assert long == short  # every other setting shared, as measured (docs/benchmarks.md)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from imgcls.metrics import compute_metrics
+from imgcls.metrics.classification import compute_metrics
 
 
 def _predictions(num_classes: int, n: int = 400, seed: int = 0):

@@ -52,7 +52,7 @@ def test_the_training_split_is_measured_on_a_seeded_sample_when_large(class_fold
 
     from imgcls.config import DataConfig
     from imgcls.data import build_dataset
-    from imgcls.workflows.training_steps import measured_splits
+    from imgcls.engine.loaders import measured_splits
 
     big = plan_for(splits={"train": range(57_000), "val": range(3_000)})
     assert big.train_metrics_images == 10_000 and "sample of 10,000 of the 57,000" in big.notes["train_metrics_images"]

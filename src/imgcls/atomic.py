@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from imgcls.errors import ImgclsError
+
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)` and rename the result onto `path`; the temporary file is removed on failure."""
@@ -33,7 +35,7 @@ def _umask() -> int:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file atomically."""
-    write_atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomic(path, lambda tmp: _write_text(tmp, text))
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -43,8 +45,6 @@ def write_json_atomic(path: Path, value: Any) -> None:
 
 def check_replaceable(path: Path, option: str) -> None:
     """Refuse to overwrite a file imgcls did not write (our HTML and PNG files name imgcls in their header)."""
-    from imgcls.errors import ImgclsError
-
     path = Path(path)
     if not path.exists():
         return
@@ -53,3 +53,7 @@ def check_replaceable(path: Path, option: str) -> None:
             if b"imgcls" in handle.read(4096):
                 return
     raise ImgclsError(f"{path} exists and was not written by imgcls; choose another {option} or move it away")
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)

@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ImgclsError
+import yaml
+
+from imgcls.errors import ImgclsError, first_line
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("none", "light", "standard", "strong")
 CACHES = ("auto", "ram", "disk", "none")
+DOC_KEYS = ("description", "expected")  # documentation keys a config file may carry (recipes do), not sections
 MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc", "last")
 
 
@@ -155,36 +158,37 @@ def apply_overrides(config: Config, values: dict[str, dict[str, Any]], where: st
 
 def load_yaml(path: str | Path, keep_docs: bool = False) -> dict[str, Any]:
     """Read a config YAML file into a nested dict (without a recipe's description keys unless keep_docs)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ImgclsError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        first_line = str(error).splitlines()[0]
-        raise ImgclsError(f"config file {path} is not valid YAML ({first_line}); fix the syntax") from None
+        raise ImgclsError(f"config file {path} is not valid YAML ({first_line(error)}); fix the syntax") from None
     if not isinstance(values, dict):
         raise ImgclsError(f"config file {path} must hold a mapping with sections data/model/optim/train")
     if keep_docs:
         return values
-    from imgcls.recipes import RECIPE_KEYS
+    return {key: value for key, value in values.items() if key not in DOC_KEYS}
 
-    return {key: value for key, value in values.items() if key not in RECIPE_KEYS}
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of config sections (imgcls.recipe_book reads the shipped ones)."""
+
+    name: str
+    values: dict[str, Any]
 
 
 def build_config(yaml_path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-                 recipe: str | None = None) -> Config:
+                 recipe: Recipe | None = None) -> Config:
     """Defaults, then the recipe, then the YAML file, then flag overrides; validated.
 
     A recipe's architecture options belong to its model: another --model starts without them.
     """
     config = Config()
     if recipe is not None:
-        from imgcls.recipes import recipe_values
-
-        apply_overrides(config, recipe_values(recipe), f"recipe {recipe}")
+        apply_overrides(config, recipe.values, f"recipe {recipe.name}")
     recipe_model = config.model.name
     later = [load_yaml(yaml_path)] if yaml_path is not None else []
     later += [overrides] if overrides else []
@@ -295,16 +299,17 @@ FLAT_ALIASES = {"model": ("model", "name"), "name": ("train", "name")}
 def flat_to_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Map flat keys (`epochs=3`, `model="resnet18"`, `img_size=64`) to their config sections."""
     owners: dict[str, tuple[str, str]] = {}
+    defaults = Config()
     for section in dataclasses.fields(Config):
-        for f in dataclasses.fields(section.default_factory()):
-            owners.setdefault(f.name, (section.name, f.name))
+        for option in dataclasses.fields(getattr(defaults, section.name)):
+            owners.setdefault(option.name, (section.name, option.name))
     owners.update(FLAT_ALIASES)
     sections: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
         if key not in owners:
             raise _unknown_key(key, sorted(owners), "the arguments")
-        section, field_name = owners[key]
-        sections.setdefault(section, {})[field_name] = value
+        section_name, field_name = owners[key]
+        sections.setdefault(section_name, {})[field_name] = value
     return sections
 
 
@@ -346,6 +351,16 @@ def collective_timeout_s() -> float:
     except ValueError:
         raise ImgclsError(f"{COLLECTIVE_TIMEOUT_ENV}={value} is not a number of seconds; set it to e.g. 600") \
             from None
+
+
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                      "MASTER_PORT")  # set by torchrun / accelerate launch
+
+
+def plain_process_environment() -> dict[str, str]:
+    """This process's environment without the launcher's rank variables: for a child that is one plain process."""
+    return {name: value for name, value in os.environ.items()
+            if name not in LAUNCHER_VARIABLES and not name.startswith("TORCHELASTIC_")}
 
 
 def auto_precision_override() -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from rich.console import Console
+
 _QUIET = [False]  # set by the engine once the process knows it is not the main one of a distributed job
 
 
@@ -17,16 +19,12 @@ def quiet_unless_main(is_main_process: bool) -> None:
 @lru_cache(maxsize=1)
 def get_console():
     """The rich Console all of imgcls prints through (stderr stays free for errors)."""
-    from rich.console import Console
-
     return Console(highlight=False, soft_wrap=True, quiet=_QUIET[0])
 
 
 @lru_cache(maxsize=1)
 def get_error_console():
     """The console for warnings and notes, on stderr, so stdout stays clean for JSON/CSV output."""
-    from rich.console import Console
-
     return Console(highlight=False, soft_wrap=True, stderr=True, quiet=_QUIET[0])
 
 

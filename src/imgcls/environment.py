@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import torch
 
 
 def cpu_name() -> str:
@@ -17,11 +20,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def hardware() -> dict:
+def hardware() -> dict[str, object]:
     """CPU, core count and GPUs of this machine."""
-    import torch
-
-    found = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "platform": platform.platform()}
+    found: dict[str, object] = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "platform": platform.platform()}
     if torch.cuda.is_available():
         found["gpus"] = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
     return found
@@ -29,8 +30,6 @@ def hardware() -> dict:
 
 def versions() -> dict:
     """Versions of Python and the libraries a result depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
     found = {"python": platform.python_version()}
     for package in ("imgcls", "torch", "torchvision", "timm", "accelerate", "torchmetrics"):
         try:

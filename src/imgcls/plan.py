@@ -8,11 +8,13 @@ Everything after planning reads the plan: nothing downstream re-derives a learni
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from imgcls.config import Config, DataConfig, progressive_stages
 from imgcls.errors import ImgclsError
+from imgcls.metrics import positive_index
 
 TRAIN_METRICS_SAMPLE = 10_000  # the training split's final metrics use at most this many images (seeded)
 SGD_REFERENCE_BATCH = 256  # SGD's default learning rate is 0.1 per 256 images of global batch (Goyal et al.)
@@ -81,7 +83,47 @@ class TrainPlan:
         return cls(**values)
 
 
-def input_size(data: DataConfig, defaults, native_size: int | None, model: str) -> tuple[int, str]:
+class PlannedData(Protocol):
+    """What the plan reads of the data (a DataBundle; plan does not import the data layer)."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def img_size(self) -> int: ...
+
+    @property
+    def hflip_ok(self) -> bool: ...
+
+    @property
+    def cache(self) -> str: ...
+
+    @property
+    def splits(self) -> Mapping[str, Sized]: ...
+
+
+class DeclaredInput(Protocol):
+    """What the plan reads of a model's declared input (models' ModelDefaults)."""
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def min_input_size(self) -> int | None: ...
+
+    @property
+    def interpolation(self) -> str: ...
+
+    def normalization(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]: ...
+
+
+def input_size(data: DataConfig, defaults: DeclaredInput, native_size: int | None, model: str) -> tuple[int, str]:
     """The image side a run uses, and why: --img-size, else a built-in dataset's native size, else the
     model's declared input size; never below the model's minimum (LeNet-5 needs 32)."""
     minimum = defaults.min_input_size
@@ -120,13 +162,11 @@ def loader_workers(requested: int | None, cache: str, augment: str, gpu: bool = 
     return DEFAULT_WORKERS, "images decoded per epoch, per-image augmentation or a GPU to keep fed"
 
 
-def make_plan(config: Config, data, defaults, precision: tuple[str, str], channels_last: bool,
+def make_plan(config: Config, data: PlannedData, defaults: DeclaredInput, precision: tuple[str, str], channels_last: bool,
               world_size: int = 1, img_size_note: str = "asked for", gpu: bool = False) -> TrainPlan:
     """Freeze every value of a training run. `data` is the DataBundle (classes, channels, size, whether
     mirroring is allowed), `defaults` the model's ModelDefaults, `precision` (name, reason) as agreed by the
     processes."""
-    from imgcls.metrics import positive_index
-
     data_cfg, optim, train, model = config.data, config.optim, config.train, config.model
     notes = {"img_size": img_size_note}
     global_batch = train.batch_size * world_size

@@ -39,7 +39,7 @@ if hook == "weights":  # record a digest of every rank's weights at the end of e
         digest = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
                                          for t in model.state_dict().values())).hexdigest()
         folder = os.environ["IMGCLS_TEST_OUT"]
-        with open(os.path.join(folder, f"weights-rank{os.environ['RANK']}-epoch{state['epoch']}.txt"), "w") as f:
+        with open(os.path.join(folder, f"weights-rank{os.environ['RANK']}-epoch{state.epoch}.txt"), "w") as f:
             f.write(digest)
         return save_state(accelerator, run, state)
 

@@ -135,7 +135,7 @@ def test_predict_on_onnx_imports_no_torch(fmnist_run, fmnist_pngs):
     if not onnx_file.exists():
         assert cli("export", str(fmnist_run)).returncode == 0
     for model in (onnx_file, fmnist_run):  # the file, and the run folder whose export is current
-        code = (f"import sys; from imgcls.workflows import predict; r = predict({str(model)!r}, "
+        code = (f"import sys; from imgcls import predict; r = predict({str(model)!r}, "
                 f"[{str(fmnist_pngs)!r}]); print(len(r), 'torch' in sys.modules)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.stdout.split() == ["9", "False"], out.stderr
@@ -208,7 +208,7 @@ def test_training_exports_in_a_child_beside_the_figures_or_here_for_a_model_only
     from imgcls.engine.onnx_model import OnnxClassifier
     from imgcls.run_files import RunFolder
     from imgcls.workflows.predict import classifier_for
-    from imgcls.workflows.training_steps import end_export_for_predict, start_export_for_predict
+    from imgcls.workflows.export import end_export_for_predict, start_export_for_predict
 
     @imgcls.register("test_export_here_net")
     def here(num_classes=10, in_chans=3, img_size=None):

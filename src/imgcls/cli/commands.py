@@ -25,7 +25,7 @@ def add_recipes(commands) -> None:
 
 
 def _run_recipes(args) -> int:
-    from imgcls.workflows import recipes
+    from imgcls.workflows.inspect import recipes
 
     for name, recipe in recipes().items():
         print(f"{name}\n  {recipe['description']}\n  expected: {recipe['expected']}\n  file: {recipe['file']}")
@@ -41,17 +41,19 @@ def add_eval(commands) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-root")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (default auto: fp32 on CPUs, "
+                   "bf16/fp16 on GPUs)")
     p.add_argument("--positive-class", help="two-class data: the positive class (default: the run's)")
     p.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args) -> int:
     from imgcls.console import get_console
-    from imgcls.report.tables import print_metrics
-    from imgcls.workflows import evaluate
+    from imgcls.reporting.tables import print_metrics
+    from imgcls.workflows.evaluate import evaluate
 
     metrics = evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers,
-                       data_root=args.data_root, positive_class=args.positive_class)
+                       data_root=args.data_root, precision=args.precision, positive_class=args.positive_class)
     split = metrics["split"]
     print_metrics({split: metrics}, title=f"metrics on {args.data or 'the run data'}, split {split}")
     if "written_to" in metrics:
@@ -69,7 +71,7 @@ def add_report(commands) -> None:
 
 def _run_report(args) -> int:
     from imgcls.console import get_console
-    from imgcls.workflows import report
+    from imgcls.workflows.report import report
 
     get_console().print(f"report: {report(args.run)}")
     return 0
@@ -87,7 +89,7 @@ def add_compare(commands) -> None:
 
 def _run_compare(args) -> int:
     from imgcls.console import get_console
-    from imgcls.workflows import compare
+    from imgcls.workflows.report import compare
 
     get_console().print(f"comparison page: {compare(args.runs, args.split, args.out)}")
     return 0
@@ -112,7 +114,7 @@ def add_data(commands, parser_class) -> None:
 
 def _run_data_show(args) -> int:
     from imgcls.console import get_console
-    from imgcls.workflows import show_data
+    from imgcls.workflows.inspect import show_data
 
     path = show_data(args.data, args.out, args.split, args.per_class, args.img_size, args.data_root, args.seed)
     get_console().print(f"sample grid: {path}")
@@ -134,12 +136,14 @@ def add_predict(commands) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--backend", default="auto", help="auto (the run's ONNX export when current, else PyTorch) | "
                    "torch | onnx")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (bf16/fp16 run the PyTorch model; "
+                   "default auto: fp32 on CPUs)")
     p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args) -> int:
-    from imgcls.report.tables import print_predictions
-    from imgcls.workflows import load_pretrained, predict
+    from imgcls.reporting.tables import print_predictions
+    from imgcls.workflows.predict import load_pretrained, predict
 
     if args.model:
         run, inputs = load_pretrained(args.model, args.weights, args.pretrained), args.items
@@ -149,7 +153,8 @@ def _run_predict(args) -> int:
         if len(args.items) < 2:
             raise ImgclsError("pass a run folder and at least one image or folder: imgcls predict RUN IMAGE...")
         run, inputs = args.items[0], args.items[1:]
-    results = predict(run, inputs, topk=args.topk, batch_size=args.batch_size, backend=args.backend)
+    results = predict(run, inputs, topk=args.topk, batch_size=args.batch_size, precision=args.precision,
+                      backend=args.backend)
     print_predictions(results, args.format)
     return 1 if all("error" in result for result in results) else 0
 
@@ -164,7 +169,7 @@ def add_models(commands) -> None:
 
 
 def _run_models(args) -> int:
-    from imgcls.workflows import list_models
+    from imgcls.workflows.inspect import list_models
 
     for name, mark in list_models(args.pattern, pretrained=args.pretrained):
         print(f"{name}\t{mark}" if mark else name)
@@ -183,7 +188,7 @@ def add_summary(commands) -> None:
 
 
 def _run_summary(args) -> int:
-    from imgcls.workflows import summary
+    from imgcls.workflows.inspect import summary
 
     print(summary(args.model, args.num_classes, args.in_chans, args.img_size, args.depth))
     return 0
@@ -207,7 +212,7 @@ def add_export(commands) -> None:
 
 def _run_export(args) -> int:
     from imgcls.console import get_console
-    from imgcls.workflows import export
+    from imgcls.workflows.export import export
 
     path = export(args.run, args.format, args.out, args.dynamic_batch, args.opset, args.input_type)
     get_console().print(f"exported {args.format}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
@@ -224,6 +229,7 @@ def add_explain(commands) -> None:
                    "(ViTs); auto: rollout for ViTs, Grad-CAM for CNNs with global pooling, HiResCAM for others")
     p.add_argument("--target", metavar="CLASS", help="class (name or index) to explain (default: the predicted one)")
     p.add_argument("--out", metavar="DIR", help="where to write the figures (default RUN/explain/<method>/)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images explained per pass (default 16)")
     p.set_defaults(handler=_run_explain)
 
 
@@ -231,9 +237,9 @@ def _run_explain(args) -> int:
     from rich.markup import escape
 
     from imgcls.console import get_console
-    from imgcls.workflows import explain
+    from imgcls.workflows.explain import explain
 
-    results = explain(args.run, args.images, args.method, args.target, args.out)
+    results = explain(args.run, args.images, args.method, args.target, args.out, args.batch_size)
     console = get_console()
     for result in results:
         if "error" in result:
@@ -268,8 +274,11 @@ def add_serve(commands) -> None:
 
 
 def _run_serve(args) -> int:
-    from imgcls.workflows import serve
+    from imgcls.serving.app import ServeSettings
+    from imgcls.workflows.serve import serve
 
-    serve(args.model, args.host, args.port, args.token, args.insecure, args.max_batch, args.max_wait_ms,
-          args.max_upload_mb, args.timeout_s, args.max_queue, args.topk)
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_upload_mb=args.max_upload_mb, timeout_s=args.timeout_s, token=args.token,
+                             topk=args.topk)
+    serve(args.model, args.host, args.port, settings, args.insecure)
     return 0

@@ -116,8 +116,8 @@ _NOT_OVERRIDES = {"command", "handler", "config", "resume", "data", "recipe"}
 
 def _run_train(args) -> int:
     from imgcls.config import build_config, flat_to_sections
-    from imgcls.recipes import default_recipe
-    from imgcls.workflows import train
+    from imgcls.recipe_book import default_recipe, load_recipe
+    from imgcls.workflows.train import train
 
     overrides = {key: value for key, value in vars(args).items() if key not in _NOT_OVERRIDES and value is not None}
     if "options" in overrides:
@@ -134,6 +134,7 @@ def _run_train(args) -> int:
         recipe = default_recipe(args.data)
         if recipe is not None:
             print(f"recipe: {recipe} (the default for {args.data}; --recipe none for plain defaults)")
-    config = build_config(args.config, flat_to_sections(overrides), None if recipe == "none" else recipe)
+    config = build_config(args.config, flat_to_sections(overrides),
+                          None if recipe in (None, "none") else load_recipe(recipe))
     train(config)
     return 0

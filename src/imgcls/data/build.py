@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import track
 
 from imgcls.config import DataConfig, cache_dir_of, data_root_of
+from imgcls.console import get_console, info
 from imgcls.data.builtin import BUILTINS, builtin_name, load_builtin
 from imgcls.data.cache import LazyImages, MappedImages, choose_cache, decoded_bytes, disk_cache, select_images
 from imgcls.data.folders import FileSplit, scan_folder
@@ -17,11 +21,13 @@ from imgcls.data.images import DECODE_ERRORS, GRAYSCALE_MODES, decode_image, rea
 from imgcls.data.split import cap_per_class, stratified_split
 from imgcls.errors import ImgclsError, describe
 
+DecodedImages = torch.Tensor | MappedImages | LazyImages  # (N, C, S, S) uint8: in RAM, memory-mapped, or lazy
+
 
 @dataclass
 class ImageSplit:
-    images: "torch.Tensor"  # (N, C, S, S) uint8: a tensor in RAM, MappedImages or LazyImages  # noqa: F821
-    labels: "torch.Tensor"  # (N,) int64  # noqa: F821
+    images: DecodedImages
+    labels: torch.Tensor  # (N,) int64
     paths: list[str] | None = None  # source files, for folders
 
     def __len__(self) -> int:
@@ -82,8 +88,6 @@ def build_dataset(
 
 
 def _select(split: ImageSplit, indices: np.ndarray) -> ImageSplit:
-    import torch
-
     if len(indices) == len(split):
         return split
     paths = [split.paths[i] for i in indices] if split.paths is not None else None
@@ -106,8 +110,6 @@ def _relabel(bundle: DataBundle, class_names: list[str]) -> None:
 
 def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, channels, img_size: int,
                    interpolation: str) -> DataBundle:
-    import torch
-
     spec = BUILTINS[name]
     channels = channels or spec.channels
     warnings = []
@@ -132,9 +134,6 @@ def _build_builtin(name: str, config: DataConfig, seed: int, data_root: Path, ch
 
 def _adapt(images, channels: int, img_size: int, interpolation: str = "bilinear"):
     """Change the channel count (gray<->RGB) and resolution of a uint8 image batch."""
-    import torch
-    import torch.nn.functional as F
-
     if images.shape[1] != channels:
         if channels == 3:
             images = images.expand(-1, 3, -1, -1)
@@ -156,12 +155,11 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize:
         parts = stratified_split(everything.labels, [config.val_split, config.test_split], seed)
         for split_name, indices in zip(("train", "val", "test"), parts):
             if len(indices):
-                splits[split_name] = FileSplit([everything.paths[i] for i in indices], everything.labels[indices])
+                splits[split_name] = everything.subset(indices)
     elif "val" not in scan.splits and "train" in scan.splits and not whole and config.val_split > 0:
         train = scan.splits["train"]
         train_index, val_index = stratified_split(train.labels, [config.val_split], seed)
-        splits["train"] = FileSplit([train.paths[i] for i in train_index], train.labels[train_index])
-        splits["val"] = FileSplit([train.paths[i] for i in val_index], train.labels[val_index])
+        splits["train"], splits["val"] = train.subset(train_index), train.subset(val_index)
         if "test" in scan.splits:
             splits["test"] = scan.splits["test"]
     else:
@@ -169,8 +167,7 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize:
 
     if config.max_per_class is not None:  # cap before decoding: a few samples of a big folder decode fast
         for split_name, split in splits.items():
-            keep = cap_per_class(split.labels, config.max_per_class, seed)
-            splits[split_name] = FileSplit([split.paths[i] for i in keep], split.labels[keep])
+            splits[split_name] = split.subset(cap_per_class(split.labels, config.max_per_class, seed))
     workers = max(1, config.workers or os.cpu_count() or 1)
     skipped: list[tuple[str, str]] = []
     if channels is None:
@@ -193,8 +190,6 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize:
 
 
 def _long(labels: np.ndarray):
-    import torch
-
     return torch.as_tensor(labels, dtype=torch.long)
 
 
@@ -203,15 +198,12 @@ def _without(splits: dict[str, FileSplit], bad: set[str]) -> dict[str, FileSplit
         return splits
     kept = {}
     for name, split in splits.items():
-        keep = [i for i, path in enumerate(split.paths) if str(path) not in bad]
-        kept[name] = FileSplit([split.paths[i] for i in keep], split.labels[keep])
+        kept[name] = split.subset([i for i, path in enumerate(split.paths) if str(path) not in bad])
     return kept
 
 
 def _from_disk_cache(files: list[str], splits: dict[str, FileSplit], resize: tuple[int, str], channels: int,
                      cache_dir: Path, workers: int, skipped: list) -> dict[str, ImageSplit]:
-    from imgcls.console import info
-
     img_size, interpolation = resize
 
     def decode_all(target) -> list[tuple[str, str]]:
@@ -252,10 +244,6 @@ def _detect_channels(splits: dict[str, FileSplit], workers: int, skipped: list[t
 def _decode_files(paths: list[Path], target, workers: int, skipped: list, interpolation: str = "bilinear"):
     """Decode `paths` into the rows of `target` ((N, C, S, S) uint8) with a thread pool; returns the
     mask of rows decoded, and records the files that could not be."""
-    import torch
-
-    from imgcls.console import get_console
-
     size, channels = target.shape[-1], target.shape[1]
     ok = np.zeros(len(paths), dtype=bool)
 
@@ -269,8 +257,6 @@ def _decode_files(paths: list[Path], target, workers: int, skipped: list, interp
     console = get_console()
     with ThreadPoolExecutor(workers) as pool:
         if len(paths) >= 2000 and console.is_terminal:
-            from rich.progress import track
-
             list(track(pool.map(decode_into, range(len(paths))), total=len(paths),
                        description="decoding images", console=console, transient=True))
         else:
@@ -280,8 +266,6 @@ def _decode_files(paths: list[Path], target, workers: int, skipped: list, interp
 
 def _decode_split(split: FileSplit, resize: tuple[int, str], channels: int, workers: int, skipped) -> ImageSplit:
     """Decode every file once into one uint8 tensor in RAM; unreadable files are skipped and recorded."""
-    import torch
-
     img_size, interpolation = resize
     images = torch.empty((len(split.paths), channels, img_size, img_size), dtype=torch.uint8)
     ok = _decode_files(split.paths, images, workers, skipped, interpolation)

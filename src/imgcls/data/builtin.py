@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torchvision.datasets
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,6 @@ def _copy_system_files(spec: BuiltinSpec, raw_dir: Path) -> None:
 
 def load_builtin(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (N, C, H, W) uint8, labels (N,) int64 and class names of one official split."""
-    import torchvision.datasets
-
     spec = BUILTINS[name]
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     raw_dir = root / spec.torchvision_class / "raw"
@@ -89,13 +88,14 @@ def load_builtin(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.nda
 
 def _download(name: str, dataset_class, root: Path, train: bool, raw_dir: Path):
     looked = [str(raw_dir if "MNIST" in dataset_class.__name__ else root)]
-    if BUILTINS[name].system_copy:
-        looked.append(BUILTINS[name].system_copy)
+    system_copy = BUILTINS[name].system_copy
+    if system_copy:
+        looked.append(system_copy)
     try:
         return dataset_class(str(root), train=train, download=True)
     except Exception as error:  # network errors come in many types (URLError, HTTPError, OSError, RuntimeError)
         how = _HOW_TO_GET[name].format(raw=raw_dir, root=root)
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        reason = first_line(error, 120)
         raise ImgclsError(
             f"{name} is not in {' or '.join(looked)} and downloading it failed ({reason}); {how}, "
             f"or pass --data-root pointing at an existing copy"

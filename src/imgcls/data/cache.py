@@ -17,11 +17,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from imgcls.atomic import write_json_atomic
-from imgcls.data.images import DECODE_ERRORS
+from imgcls.data.images import DECODE_ERRORS, decode_image
 from imgcls.errors import ImgclsError, describe
 
 DECODER_VERSION = 1  # bump when decode_image changes its output: old disk caches stop matching
@@ -74,8 +76,10 @@ def dataset_key(paths: list[Path], img_size: int, channels: int, interpolation: 
     return digest.hexdigest()[:32]
 
 
-def _as_rows(index) -> np.ndarray | int | slice:
-    if isinstance(index, (int, np.integer, slice)):
+def _as_rows(index: Any) -> np.ndarray | int | slice:
+    if isinstance(index, (np.integer, int)):
+        return int(index)
+    if isinstance(index, slice):
         return index
     if hasattr(index, "numpy"):
         index = index.numpy()
@@ -88,7 +92,7 @@ class MappedImages:
 
     def __init__(self, file: Path, full_shape: tuple[int, ...], rows: np.ndarray, key: str):
         self.file, self.full_shape, self.rows, self.key = Path(file), tuple(full_shape), rows, key
-        self._array = None
+        self._array: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -103,8 +107,6 @@ class MappedImages:
         return self._array
 
     def __getitem__(self, index):
-        import torch
-
         rows = self.rows[_as_rows(index)]
         if isinstance(rows, np.ndarray) and rows.ndim == 1 and len(rows) > 1:
             order = np.argsort(rows, kind="stable")  # read the file in order, put the batch back in order
@@ -140,8 +142,6 @@ class LazyImages:
         return len(self.paths)
 
     def _decode(self, path: Path) -> np.ndarray:
-        from imgcls.data.images import decode_image
-
         try:
             return decode_image(path, self.img_size, self.channels, self.interpolation)
         except DECODE_ERRORS as error:
@@ -150,16 +150,16 @@ class LazyImages:
                 from None
 
     def __getitem__(self, index):
-        import torch
-
         rows = _as_rows(index)
         if isinstance(rows, (int, np.integer)):
             return torch.from_numpy(self._decode(self.paths[rows]))
         chosen = range(len(self.paths))[rows] if isinstance(rows, slice) else rows
         return torch.from_numpy(np.stack([self._decode(self.paths[int(i)]) for i in chosen]))
 
-    def select(self, indices) -> "LazyImages":
-        return LazyImages([self.paths[int(i)] for i in _as_rows(indices)], self.img_size, self.channels,
+    def select(self, indices: Any) -> "LazyImages":
+        rows = _as_rows(indices)
+        chosen = [rows] if isinstance(rows, int) else range(len(self.paths))[rows] if isinstance(rows, slice) else rows
+        return LazyImages([self.paths[int(i)] for i in chosen], self.img_size, self.channels,
                           self.interpolation)
 
     def fingerprint(self) -> bytes:
@@ -168,8 +168,6 @@ class LazyImages:
 
 def select_images(images, indices):
     """The images at `indices` of any store (a RAM tensor is copied, the others keep referring to files)."""
-    import torch
-
     if isinstance(images, torch.Tensor):
         return images[torch.as_tensor(indices, dtype=torch.long)].contiguous()
     return images.select(indices)
@@ -177,8 +175,6 @@ def select_images(images, indices):
 
 def images_fingerprint(images) -> bytes:
     """Bytes that change when the images do (for keys of derived caches such as linear-probe features)."""
-    import torch
-
     if isinstance(images, torch.Tensor):
         return images.numpy().tobytes()
     return images.fingerprint()
@@ -191,8 +187,6 @@ def disk_cache(paths: list[Path], img_size: int, channels: int, cache_dir: Path,
     `decode_all(target_tensor) -> list[(path, reason)]` fills an (N, C, S, S) uint8 tensor and returns the
     files it could not decode. Returns the data file and its metadata (shape, key, skipped).
     """
-    import torch
-
     folder = cache_dir / "decoded"
     try:
         folder.mkdir(parents=True, exist_ok=True)

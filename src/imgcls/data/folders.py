@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,10 @@ class FileSplit:
     paths: list[Path]
     labels: np.ndarray
 
+    def subset(self, indices: Sequence[int] | np.ndarray) -> FileSplit:
+        """The files at `indices`, in that order."""
+        return FileSplit([self.paths[i] for i in indices], self.labels[np.asarray(indices, dtype=np.int64)])
+
 
 @dataclass
 class FolderScan:
@@ -33,7 +38,7 @@ def _visible_dirs(folder: Path) -> list[Path]:
 
 def _images_under(folder: Path) -> list[Path]:
     """Image files below `folder`, recursively, skipping hidden files and folders; sorted for determinism."""
-    found = []
+    found: list[Path] = []
     for current, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(current) / name for name in sorted(files) if is_image_file(Path(name)))

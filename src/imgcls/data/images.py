@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
+from PIL import Image, ImageOps
 from PIL import Image as _Image
+
+from imgcls.errors import describe
 
 # What PIL raises for a file that is not a readable image (a decompression bomb included).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, MemoryError, _Image.DecompressionBombError)
@@ -26,16 +28,12 @@ def is_image_file(path: Path) -> bool:
 
 def read_mode(path: Path) -> str:
     """The image's PIL mode from its header alone; raises on files that are not images."""
-    from PIL import Image
-
     with Image.open(path) as image:
         return image.mode
 
 
 def _high_bit_depth_to_8bit(image):
     """16-bit, 32-bit integer and float images scaled to 0..255 (PIL's own convert clips instead)."""
-    from PIL import Image
-
     array = np.asarray(image)
     if image.mode.startswith("I;16"):
         scaled = array.astype(np.float32) / 257.0
@@ -51,8 +49,6 @@ def _high_bit_depth_to_8bit(image):
 
 def _flatten_alpha(image):
     """Composite transparent images onto white, as a viewer would show them."""
-    from PIL import Image
-
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
@@ -77,9 +73,8 @@ def decode_image(path, size: int, channels: int, interpolation: str = "bilinear"
 
     Returns a (channels, size, size) uint8 array. Raises one of DECODE_ERRORS on broken files.
     """
-    from PIL import Image, ImageOps
-
-    with Image.open(path, formats=formats) as image:
+    with Image.open(path, formats=formats) as opened:
+        image: Image.Image = opened
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ImageTooLarge(f"{image.width}x{image.height} pixels is more than the {max_pixels:,} allowed")
         if image.format == "JPEG" and image.mode in ("RGB", "L"):
@@ -103,8 +98,6 @@ def decode_image(path, size: int, channels: int, interpolation: str = "bilinear"
 def decode_files(paths: list[Path], size: int, channels: int, interpolation: str = "bilinear"):
     """Decode image files for prediction: a (n, C, S, S) uint8 array of the readable ones, their positions in
     `paths`, and {position: "Type: reason"} for the others. (NumPy only: ONNX prediction imports no torch.)"""
-    from imgcls.errors import describe
-
     decoded, positions, errors = [], [], {}
     for position, path in enumerate(paths):
         try:

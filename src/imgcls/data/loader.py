@@ -14,6 +14,9 @@ class _BatchDataset(Dataset):
 
     labels: torch.Tensor
 
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -63,12 +66,18 @@ class FeatureDataset(_BatchDataset):
         return self.features[index], self.labels[index]
 
 
+def drops_ragged_batch(train_images: int, global_batch_size: int) -> bool:
+    """Whether training drops a ragged last batch (a batch of one breaks batch norm): unless that would leave a
+    process no batch."""
+    return train_images >= 2 * global_batch_size
+
+
 def _batch_as_is(batch):
     """The dataset already returns a collated batch."""
     return batch
 
 
-def make_loader(dataset: TensorImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
+def make_loader(dataset: _BatchDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
                 drop_last: bool = False) -> DataLoader:
     """A DataLoader that fetches whole batches from `dataset` (workers run the augmentation)."""
     generator = torch.Generator()

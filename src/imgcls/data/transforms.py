@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+
 def train_transform(preset: str, img_size: int, hflip: bool, crop_padding: int | None = None, erase: float = 0.0):
     """The per-image training augmentation of a preset; None for 'none'.
 
@@ -10,8 +17,6 @@ def train_transform(preset: str, img_size: int, hflip: bool, crop_padding: int |
     flips are added unless the data forbids them (digits). `light` is applied to a whole batch at once
     (`BatchPadCropFlip`); the others image by image.
     """
-    from torchvision.transforms import v2
-
     if preset == "none":
         return None
     if preset == "light":
@@ -38,9 +43,6 @@ class BatchPadCropFlip:
         self.padding, self.hflip, self.erase = padding, hflip, erase
 
     def __call__(self, images):
-        import torch
-        import torch.nn.functional as F
-
         count, channels, height, width = images.shape
         pad = min(self.padding, height - 1, width - 1)  # reflect padding must be smaller than the image
         padded = F.pad(images, (pad, pad, pad, pad), mode="reflect") if pad else images
@@ -63,10 +65,6 @@ class BatchPadCropFlip:
 def erase_rectangles(images, probability: float, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
     """Random erasing (Zhong et al., 2020) of a whole (N, C, H, W) batch: in each image, with `probability`,
     one rectangle of `scale` x the area and aspect ratio in `ratio` (log-uniform) set to 0."""
-    import math
-
-    import torch
-
     count, _, height, width = images.shape
     area = height * width * torch.empty(count).uniform_(*scale)
     aspect = torch.exp(torch.empty(count).uniform_(math.log(ratio[0]), math.log(ratio[1])))
@@ -84,8 +82,6 @@ def erase_rectangles(images, probability: float, scale=(0.02, 0.33), ratio=(0.3,
 
 def normalize_batch(images, mean, std):
     """uint8 (N, C, H, W) -> float32 normalized, in one batched operation."""
-    import torch
-
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
     return (images.float() - mean_t) * inv_std

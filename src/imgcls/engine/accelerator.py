@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import datetime
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, broadcast_object_list, set_seed
+
+from imgcls.console import quiet_unless_main
+
 
 def make_accelerator(precision: str, seed: int | None = None, find_unused_parameters: bool = False,
                      compile_model: bool = False):
@@ -10,10 +20,6 @@ def make_accelerator(precision: str, seed: int | None = None, find_unused_parame
     find_unused_parameters lets DDP cope with parameters that are frozen for some epochs; compile_model
     has `prepare` wrap the model in torch.compile (inductor).
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
-
     keep_freed_memory()
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     # Accelerate fixes precision and compile settings once per process (a shared state); every imgcls run
@@ -52,8 +58,6 @@ def keep_freed_memory() -> bool:
     if _KEPT is None:
         _KEPT = False
         try:
-            import ctypes
-
             libc = ctypes.CDLL("libc.so.6")
             m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
             _KEPT = bool(libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD)) and bool(
@@ -71,24 +75,16 @@ def freed_memory_kept() -> bool:
 
 def cpu_only() -> bool:
     """No accelerator present; Accelerate then needs cpu=True to run several processes with gloo."""
-    import torch
-
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-def process_state(timeout_s: float | None = None):
+def process_state(timeout_s: float | None = None) -> PartialState:
     """This process's place in the job (Accelerate's PartialState: rank, world size, main or not).
 
     The first call starts the process group under torchrun / accelerate launch, with `timeout_s` for every
     collective: a rank that waits longer for the others (one of them hung) fails instead of waiting forever.
     Non-main processes stop printing (errors excepted).
     """
-    import datetime
-
-    from accelerate import PartialState
-
-    from imgcls.console import quiet_unless_main
-
     options = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
     state = PartialState(cpu=cpu_only(), **options)  # cpu=True lets torchrun start multi-process CPU (gloo) runs
     quiet_unless_main(state.is_main_process)
@@ -97,8 +93,6 @@ def process_state(timeout_s: float | None = None):
 
 def share_from_main(value):
     """`value` as computed by the main process, on every process (a no-op in a single process)."""
-    from accelerate.utils import broadcast_object_list
-
     state = process_state()
     if state.num_processes == 1:
         return value

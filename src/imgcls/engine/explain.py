@@ -3,6 +3,13 @@ own), and attention rollout for ViTs (Abnar & Zuidema, 2020), each as one map pe
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
 from imgcls.errors import ImgclsError, first_line
 
 METHODS = ("auto", "gradcam", "gradcam++", "hirescam", "eigencam", "rollout")
@@ -14,7 +21,6 @@ def resolve_method(model, method: str, class_specific: bool = False) -> str:
     feature map into a linear layer (LeNet-style), where Grad-CAM's averaged gradients cancel out."""
     if method != "auto":
         return method
-    from torch import nn
 
     if is_vit(model):
         return "gradcam" if class_specific else "rollout"
@@ -49,9 +55,6 @@ def _tokens_to_grid(model):
 def cam_layer(model, example):
     """The layer a CAM is taken at, and how to turn its output into a grid: the input of a ViT's last block's
     attention (its first norm), else the last layer whose output is still a spatial map (at least 2x2)."""
-    import torch
-    from torch import nn
-
     if is_vit(model):
         return model.blocks[-1].norm1, _tokens_to_grid(model)
     outputs = []
@@ -73,8 +76,6 @@ def cam_layer(model, example):
 
 def explain_images(model, images, targets: list[int], method: str = "auto"):
     """(N, H, W) float32 maps in [0, 1] of `images` (normalized (N, C, H, W)) for the `targets` classes."""
-    import numpy as np
-
     if method not in METHODS:
         raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     method = resolve_method(model, method)
@@ -83,8 +84,6 @@ def explain_images(model, images, targets: list[int], method: str = "auto"):
         if not is_vit(model):
             raise ImgclsError("attention rollout needs a ViT (its attention maps); use --method gradcam for CNNs")
         return attention_rollout(model, images)
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer, reshape = cam_layer(model, images)
     cam_class = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "eigencam": EigenCAM}[method]
@@ -99,9 +98,6 @@ def explain_images(model, images, targets: list[int], method: str = "auto"):
 def attention_rollout(model, images):
     """Attention rollout: the product over blocks of (head-averaged attention + identity), row-normalised; the
     class token's row (or, without one, every token's mean) over the patches, upsampled to the image."""
-    import torch
-    import torch.nn.functional as F
-
     captured, saved, hooks = [], [], []
     for block in model.blocks:
         attention = block.attn

@@ -6,8 +6,14 @@ batch of images already resized as imgcls resizes them (uint8 by default) and re
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
+import onnx
+import torch
+from torch import nn
+
+from imgcls.atomic import write_atomic
 from imgcls.errors import ImgclsError, first_line
 
 METADATA_KEY = "imgcls"  # TorchScript: extra file imgcls.json; ONNX: metadata_props (one key per field)
@@ -15,9 +21,6 @@ METADATA_KEY = "imgcls"  # TorchScript: extra file imgcls.json; ONNX: metadata_p
 
 def export_module(model, mean, std, input_type: str = "uint8", tta: bool = False):
     """The model wrapped with its normalisation (for uint8 input) and softmax (and TTA)."""
-    import torch
-    from torch import nn
-
     class Exported(nn.Module):
         def __init__(self):
             super().__init__()
@@ -38,8 +41,6 @@ def export_module(model, mean, std, input_type: str = "uint8", tta: bool = False
 
 def example_batch(channels: int, img_size: int, input_type: str, batch: int = 2):
     """A batch of the exported input's kind (seeded; the content does not matter to tracing)."""
-    import torch
-
     generator = torch.Generator().manual_seed(0)
     if input_type == "uint8":
         return torch.randint(0, 256, (batch, channels, img_size, img_size), dtype=torch.uint8, generator=generator)
@@ -49,11 +50,6 @@ def example_batch(channels: int, img_size: int, input_type: str, batch: int = 2)
 def export_onnx(module, example, path: Path, metadata: dict, dynamic_batch: bool = True,
                 opset: int | None = None) -> None:
     """Write `module` as ONNX (torch.export-based exporter) with imgcls's metadata, atomically."""
-    import onnx
-    import torch
-
-    from imgcls.atomic import write_atomic
-
     dynamic = {"images": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
     try:
         program = torch.onnx.export(module, (example,), input_names=["images"], output_names=["probabilities"],
@@ -62,6 +58,8 @@ def export_onnx(module, example, path: Path, metadata: dict, dynamic_batch: bool
     except Exception as error:  # the exporter raises many types (unsupported op, dynamo, onnxscript)
         raise ImgclsError(f"{metadata['model']} cannot be exported to ONNX ({first_line(error)}); "
                           f"try --format torchscript, or another --opset") from None
+    if program is None:  # only the legacy (dynamo=False) exporter returns nothing
+        raise ImgclsError(f"{metadata['model']} could not be exported to ONNX; try --format torchscript")
     proto = program.model_proto
     proto.producer_name = "imgcls"  # near the file's start: later exports may replace a file that says this
     del proto.metadata_props[:]
@@ -74,10 +72,6 @@ def export_onnx(module, example, path: Path, metadata: dict, dynamic_batch: bool
 
 def export_torchscript(module, example, path: Path, metadata: dict) -> None:
     """Write `module` traced as TorchScript, with imgcls's metadata as the extra file imgcls.json."""
-    import torch
-
-    from imgcls.atomic import write_atomic
-
     try:
         with torch.no_grad():
             traced = torch.jit.trace(module, example, check_trace=False)
@@ -90,8 +84,6 @@ def export_torchscript(module, example, path: Path, metadata: dict) -> None:
 
 def is_our_torchscript(path: Path) -> bool:
     """A TorchScript archive written by imgcls (it carries extra/imgcls.json)."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as archive:
             return any(name.endswith(f"extra/{METADATA_KEY}.json") for name in archive.namelist())

@@ -4,45 +4,41 @@ and serving all go through it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from imgcls.data.transforms import normalize_batch
+from imgcls.engine.precision import choose_precision
 
 
 def inference_precision(requested: str, pinned_auto: str | None = None) -> str:
     """The precision to infer in: as asked, or for 'auto' bf16/fp16 on GPUs and fp32 on CPUs (unless pinned)."""
-    from imgcls.engine.precision import choose_precision
-
     return choose_precision(requested, pinned_auto=pinned_auto)[0]
 
 
-def top_classes(probabilities, class_names: list[str], topk: int) -> list[list[dict]]:
-    """For each row of (N, K) probabilities, its `topk` classes, most probable first (ties by class order)."""
-    import numpy as np
-
-    probabilities = np.asarray(probabilities)
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :min(topk, len(class_names))]
-    return [[{"class": class_names[int(index)], "probability": float(row_probs[index])} for index in row]
-            for row, row_probs in zip(order, probabilities)]
-
-
-def tta_logits(model, images):
+def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Log of the mean softmax over `images` and their horizontal mirrors (test-time augmentation)."""
     probs = model(images).float().softmax(dim=1) + model(images.flip(-1)).float().softmax(dim=1)
     return (probs / 2).clamp_min(1e-12).log()
 
 
-def batch_logits(model, images, tta: bool = False):
+def batch_logits(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Logits of one batch (log-probabilities with `tta`), float32."""
     return tta_logits(model, images) if tta else model(images).float()
 
 
-def collect_logits(accelerator, model, loader, tta: bool = False):
+def collect_logits(accelerator: Accelerator, model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                   tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, CPU) and labels for every sample of `loader`, in order, gathered across processes.
 
     With `tta` the prediction is the mean of the probabilities for each image and its horizontal mirror,
     returned as log-probabilities (so softmax gives that mean back).
     """
-    import torch
-
     model.eval()
     all_logits, all_labels = [], []
     with torch.inference_mode(), accelerator.autocast():
@@ -55,10 +51,9 @@ def collect_logits(accelerator, model, loader, tta: bool = False):
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
-def predict_probabilities(model, batches, tta: bool = False, precision: str = "fp32"):
+def predict_probabilities(model: nn.Module, batches: Iterable[torch.Tensor], tta: bool = False,
+                          precision: str = "fp32") -> torch.Tensor:
     """Class probabilities (float32, CPU) of normalized image batches, one process, no gathering."""
-    import torch
-
     device = next(model.parameters()).device
     model.eval()
     out = []
@@ -74,7 +69,7 @@ class TorchClassifier:
     """A trained model behind the interface an exported one has (OnnxClassifier): uint8 image batches as
     decoded in, class probabilities out. Prediction, serving and export parity use it."""
 
-    model: object  # torch.nn.Module in eval mode
+    model: nn.Module  # in eval mode
     class_names: list[str]
     img_size: int
     in_chans: int
@@ -83,12 +78,13 @@ class TorchClassifier:
     std: tuple[float, ...]
     tta: bool = False
     precision: str = "fp32"
+    backend: str = "torch"
 
-    def probabilities(self, images):
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self.model, "imgcls_name", type(self.model).__name__))
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, K) float32 numpy probabilities of a (N, C, S, S) uint8 numpy batch."""
-        import torch
-
-        from imgcls.data.transforms import normalize_batch
-
         batch = normalize_batch(torch.from_numpy(images), self.mean, self.std)
         return predict_probabilities(self.model, [batch], self.tta, self.precision).numpy()

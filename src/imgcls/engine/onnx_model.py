@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
+
 from imgcls.errors import ImgclsError, first_line
 
 
@@ -21,11 +24,11 @@ class OnnxClassifier:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     model_name: str
+    precision: str = "fp32"
+    backend: str = "onnxruntime"
 
     def probabilities(self, images):
         """(N, K) float32 class probabilities of a (N, C, S, S) uint8 numpy batch."""
-        import numpy as np
-
         batch = images
         if self.input_type == "float":
             mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1) * 255
@@ -36,8 +39,6 @@ class OnnxClassifier:
 
 def load_onnx(path: str | Path, threads: int | None = None) -> OnnxClassifier:
     """An ONNX file written by `imgcls export`, ready for onnxruntime on the CPU."""
-    import onnxruntime
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise ImgclsError(f"{path} does not exist; pass an ONNX file written by 'imgcls export'")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+from torch.optim import lr_scheduler
+
 from imgcls.plan import TrainPlan
 
 
@@ -12,14 +15,12 @@ def build_optimizer(param_groups: list[dict], plan: TrainPlan):
     point tensor on a CPU or CUDA device: on a CPU, torch's default is a Python loop over the parameters,
     several passes over memory each. Same updates, same state dict.
     """
-    import torch
-
-    fused = {"fused": True} if _fusable(param_groups) else {}
+    fused = True if _fusable(param_groups) else None  # None: torch's default (foreach where it can)
     if plan.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=plan.lr, momentum=plan.momentum, nesterov=plan.momentum > 0, **fused)
+        return torch.optim.SGD(param_groups, lr=plan.lr, momentum=plan.momentum, nesterov=plan.momentum > 0, fused=fused)
     if plan.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=plan.lr, **fused)
-    return torch.optim.AdamW(param_groups, lr=plan.lr, **fused)
+        return torch.optim.Adam(param_groups, lr=plan.lr, fused=fused)
+    return torch.optim.AdamW(param_groups, lr=plan.lr, fused=fused)
 
 
 def _fusable(param_groups: list[dict]) -> bool:
@@ -29,8 +30,6 @@ def _fusable(param_groups: list[dict]) -> bool:
 
 def build_scheduler(optimizer, plan: TrainPlan, steps_per_epoch: int):
     """A torch LR scheduler stepped once per optimizer step, over the whole run (each group keeps its ratio)."""
-    from torch.optim import lr_scheduler
-
     total = max(1, steps_per_epoch * plan.epochs)
     # Warmup is capped at a quarter of the run so that short runs still spend most steps at full rate.
     warmup = min(int(round(plan.warmup_epochs * steps_per_epoch)), total // 4)
@@ -43,7 +42,8 @@ def build_scheduler(optimizer, plan: TrainPlan, steps_per_epoch: int):
     if plan.scheduler == "cosine":
         # eta_min is one number for all groups: take the smallest group's floor so no group rises at the end.
         floor = min(group["lr"] for group in optimizer.param_groups) * plan.min_lr_ratio
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after_warmup), eta_min=floor)
+        main: lr_scheduler.LRScheduler = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after_warmup),
+                                                                         eta_min=floor)
     elif plan.scheduler == "step":
         main = lr_scheduler.StepLR(optimizer, step_size=max(1, plan.step_epochs * steps_per_epoch),
                                    gamma=plan.step_gamma)

@@ -1,8 +1,8 @@
 """Numeric precision and memory layout: what `--precision auto` picks, and channels_last for conv nets.
 
 On GPUs the answer is known (bf16 where supported, else fp16 with a grad scaler). On CPUs it is not:
-bf16 autocast is faster on some CPUs and slower on others (on the 2-core Zen 5 machine this project is
-measured on, oneDNN's bf16 matmul runs at half the fp32 rate; see docs/benchmarks.md), so `auto` times a
+bf16 autocast is faster on some CPUs and slower on others (on one 2-core Intel Xeon this project was measured on,
+oneDNN's bf16 matmul ran at half the fp32 rate; see docs/benchmarks.md), so `auto` times a
 few training steps of the actual model in both and keeps bf16 only when it is clearly faster. The answer
 is remembered per CPU, torch version, model and input shape.
 """
@@ -14,7 +14,14 @@ import json
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from imgcls.atomic import write_json_atomic
+from imgcls.config import PRECISIONS
+from imgcls.console import warn
+from imgcls.engine.accelerator import cpu_only, freed_memory_kept, keep_freed_memory, process_state, share_from_main
+from imgcls.environment import cpu_name
 from imgcls.errors import ImgclsError
 
 BF16_MIN_SPEEDUP = 1.10  # bf16 must be this much faster than fp32 to be chosen by auto
@@ -26,15 +33,13 @@ _MAX_TIMED_STEPS = 30
 
 def cpu_supports_bf16() -> bool:
     """The CPU has native bf16 instructions (AVX512-BF16, AMX or Arm BF16) that oneDNN uses."""
-    import torch
-
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def check_precision(precision: str) -> None:
-    """Reject a precision the hardware cannot run, with the alternative to use."""
-    import torch
-
+    """Reject a precision that does not exist, or that the hardware cannot run, with the alternative to use."""
+    if precision not in PRECISIONS:
+        raise ImgclsError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     on_gpu = torch.cuda.is_available()
     if precision == "fp16" and not on_gpu:
         raise ImgclsError("--precision fp16 needs a CUDA GPU (it relies on a grad scaler there); "
@@ -42,8 +47,6 @@ def check_precision(precision: str) -> None:
     if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
         raise ImgclsError("this GPU has no bf16 support; use --precision fp16 (with a grad scaler) or fp32")
     if precision == "bf16" and not on_gpu and not cpu_supports_bf16():
-        from imgcls.console import warn
-
         warn("this CPU has no native bf16 instructions (lscpu: no avx512_bf16 or amx_bf16): bf16 is emulated, "
              "about 10x slower than fp32 for a conv net's training step and 100x for matmuls; use --precision fp32 "
              "or auto")
@@ -58,8 +61,6 @@ def choose_precision(requested: str, model=None, input_shape: tuple[int, ...] | 
     in fp32 and in bf16 autocast, unless `cache_file` already holds the answer for this setup.
     `pinned_auto` (from $IMGCLS_AUTO_PRECISION) makes `auto` mean that precision without measuring.
     """
-    import torch
-
     if requested == "auto" and pinned_auto is not None:
         check_precision(pinned_auto)
         return pinned_auto, "auto pinned by IMGCLS_AUTO_PRECISION"
@@ -78,8 +79,6 @@ def choose_precision(requested: str, model=None, input_shape: tuple[int, ...] | 
 def agreed_precision(requested: str, model, input_shape, cache_file, channels_last: bool,
                      pinned_auto: str | None = None) -> tuple[str, str]:
     """choose_precision, decided (and measured, for auto) by the main process; every process uses its answer."""
-    from imgcls.engine.accelerator import keep_freed_memory, process_state, share_from_main
-
     keep_freed_memory()  # time the steps as training will run them
     answer = None
     if process_state().is_main_process:
@@ -88,11 +87,6 @@ def agreed_precision(requested: str, model, input_shape, cache_file, channels_la
 
 
 def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_last: bool) -> tuple[str, str]:
-    import torch
-
-    from imgcls.engine.accelerator import freed_memory_kept
-    from imgcls.environment import cpu_name
-
     key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), type(model).__name__,
                     str(sum(p.numel() for p in model.parameters())), "x".join(map(str, input_shape)),
                     "cl" if channels_last else "nchw", "heap-kept" if freed_memory_kept() else "heap-default"])
@@ -142,8 +136,6 @@ def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
     2-core machine slows single steps at random, and a mean of two 15 ms steps once made auto pick fp32 for
     the Fashion-MNIST recipe (1.09x) where bf16 is 1.5x faster.
     """
-    import torch
-
     trial = copy.deepcopy(model).train()
     if bf16:
         unfuse_cpu_attention(trial, "bf16")  # time bf16 as training would run it
@@ -177,8 +169,6 @@ def unfuse_cpu_attention(model, precision: str) -> bool:
     MAX_UNFUSED_TOKENS patches, where the extra memory (batch x heads x tokens^2) stays small; fp32 and GPUs
     keep the fused kernel, which is the faster one there. Returns whether anything changed.
     """
-    from imgcls.engine.accelerator import cpu_only
-
     patches = getattr(getattr(model, "patch_embed", None), "num_patches", None)
     if precision != "bf16" or not cpu_only() or patches is None or patches > MAX_UNFUSED_TOKENS:
         return False
@@ -192,8 +182,6 @@ def unfuse_cpu_attention(model, precision: str) -> bool:
 
 def uses_convolutions(model) -> bool:
     """The model has 2-D convolutions beyond a ViT's patch embedding (kernel == stride)."""
-    from torch import nn
-
     for module in model.modules():
         if isinstance(module, nn.Conv2d) and module.kernel_size != module.stride:
             return True
@@ -202,8 +190,6 @@ def uses_convolutions(model) -> bool:
 
 def to_channels_last(model) -> bool:
     """Move a convolutional model to channels_last (NHWC) memory; returns whether it did."""
-    import torch
-
     if not uses_convolutions(model):
         return False
     model.to(memory_format=torch.channels_last)

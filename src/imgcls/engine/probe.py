@@ -5,14 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from imgcls.atomic import write_atomic
+from imgcls.config import ModelConfig
+from imgcls.console import info
+from imgcls.data import DataBundle
 from imgcls.data.cache import images_fingerprint
-from imgcls.errors import ImgclsError
+from imgcls.data.loader import FeatureDataset, make_loader
+from imgcls.data.transforms import normalize_batch
+from imgcls.engine.accelerator import process_state
+from imgcls.engine.checkpoint import BestWeights, load_weights_into, save_weights
+from imgcls.engine.trainer import FitResult, fit
+from imgcls.models.transfer import param_groups, reset_classifier
 from imgcls.plan import TrainPlan
 from imgcls.run_files import RunFolder
 
 
-def feature_cache_key(model_cfg, bundle, plan: TrainPlan) -> str:
+def feature_cache_key(model_cfg: ModelConfig, bundle: DataBundle, plan: TrainPlan) -> str:
     """Identifies the features: architecture, weights file (path, size, mtime), input and every image."""
     digest = hashlib.sha256()
     weights = Path(model_cfg.weights).expanduser() if model_cfg.weights else None
@@ -27,15 +41,9 @@ def feature_cache_key(model_cfg, bundle, plan: TrainPlan) -> str:
     return digest.hexdigest()[:24]
 
 
-def extract_features(model, bundle, mean, std, cache_dir: Path, key: str, batch_size: int = 256) -> dict:
+def extract_features(model: nn.Module, bundle: DataBundle, mean: tuple[float, ...], std: tuple[float, ...],
+                     cache_dir: Path, key: str, batch_size: int = 256) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{split: (features (N, D) float32, labels)}: read from the cache, or computed once and cached."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from imgcls.atomic import write_atomic
-    from imgcls.console import info
-    from imgcls.data.transforms import normalize_batch
-
     cache_file = cache_dir / f"{key}.safetensors"
     if cache_file.is_file():
         info(f"linear probe: using cached features {cache_file}")
@@ -58,22 +66,11 @@ def extract_features(model, bundle, mean, std, cache_dir: Path, key: str, batch_
     return features
 
 
-def train_linear_probe(model, bundle, model_cfg, plan: TrainPlan, run: RunFolder, metadata: dict,
-                       cache_dir: Path, resume: bool, is_main: bool):
+def train_linear_probe(model: nn.Module, bundle: DataBundle, model_cfg: ModelConfig, plan: TrainPlan, run: RunFolder,
+                       metadata: dict[str, Any], cache_dir: Path, resume: bool) -> FitResult:
     """Fit a linear head on cached features; write the full model (backbone + head) as the run's weights."""
-    import torch
-    from torch import nn
-
-    from imgcls.data.loader import FeatureDataset, make_loader
-    from imgcls.engine.checkpoint import load_weights_into, save_weights
-    from imgcls.engine.trainer import fit
-    from imgcls.models.transfer import param_groups
-
-    if not hasattr(model, "reset_classifier"):
-        raise ImgclsError(f"{plan.model} has no replaceable classifier; --linear-probe needs a timm model "
-                          f"or vit / densenet_se")
     num_classes = len(plan.class_names)
-    model.reset_classifier(0)  # the model now returns the pooled features its classifier would see
+    reset_classifier(model, 0)  # the model now returns the pooled features its classifier would see
     features = extract_features(model, bundle, plan.mean, plan.std, cache_dir,
                                 feature_cache_key(model_cfg, bundle, plan))
     head = nn.Linear(features["train"][0].shape[1], num_classes)
@@ -84,14 +81,13 @@ def train_linear_probe(model, bundle, model_cfg, plan: TrainPlan, run: RunFolder
             loaders[name] = make_loader(FeatureDataset(*features[split]), plan.batch_size * 4, shuffle=False,
                                         workers=0, seed=plan.seed)
     groups = param_groups(head, plan.lr, plan.weight_decay)
-    result = fit(head, loaders, plan, run, {"linear_head_of": plan.model}, groups, resume=resume,
-                 shuffle_generator=loaders["train"].generator, weights_file=run.head_weights_file)
+    result = fit(head, loaders, plan, run, BestWeights(run.head_weights_file, {"linear_head_of": plan.model}), groups,
+                 resume=resume)
     load_weights_into(head, run.head_weights_file)
-    model.reset_classifier(num_classes)
+    classifier = reset_classifier(model, num_classes)
     with torch.no_grad():
-        classifier = model.get_classifier()
-        classifier.weight.copy_(head.weight)
-        classifier.bias.copy_(head.bias)
-    if is_main:
+        classifier.get_parameter("weight").copy_(head.weight)
+        classifier.get_parameter("bias").copy_(head.bias)
+    if process_state().is_main_process:
         save_weights(model.cpu(), run.weights_file, metadata)
     return result

@@ -10,63 +10,80 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
 
 from imgcls.console import get_console
 from imgcls.engine.accelerator import make_accelerator
-from imgcls.engine.checkpoint import (load_training_state, load_weights_into, save_best_weights,
-                                     save_training_state)
+from imgcls.engine.checkpoint import (
+    BestWeights,
+    LoopState,
+    load_training_state,
+    load_weights_into,
+    save_best_weights,
+    save_training_state,
+)
 from imgcls.engine.inference import collect_logits
 from imgcls.engine.optim import build_optimizer, build_scheduler
 from imgcls.errors import ImgclsError
-from imgcls.metrics import compute_metrics, is_better
+from imgcls.metrics import RESAMPLES, is_better
+from imgcls.metrics.classification import compute_metrics
 from imgcls.plan import TrainPlan
 from imgcls.run_files import RunFolder
+
+Predictions = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (probabilities (N, K), labels (N,))
 
 
 @dataclass
 class FitResult:
-    history: list[dict]
+    history: list[dict[str, Any]]
     best_epoch: int | None
     best_metric: float | None
-    final_metrics: dict[str, dict]
+    final_metrics: dict[str, dict[str, Any]]
     stopped_early: bool
     wall_time_s: float
     num_processes: int = 1
     device: str = "cpu"
-    predictions: dict = field(default_factory=dict)  # split -> (probabilities, labels) of the best weights
+    predictions: Predictions = field(default_factory=dict)  # split -> (probabilities, labels) of the best weights
 
 
-def fit(model, loaders: dict, plan: TrainPlan, run: RunFolder, weights_metadata: dict, param_groups: list[dict],
-        frozen_params: list | None = None, resume: bool = False, shuffle_generator=None,
-        weights_file: Path | None = None) -> FitResult:
+def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: RunFolder, best: BestWeights,
+        param_groups: list[dict[str, Any]], frozen_params: list[nn.Parameter] | None = None,
+        resume: bool = False) -> FitResult:
     """Train `model` on loaders["train"] as `plan` says, select the best epoch on loaders["val"], evaluate it
-    on every non-train loader, and keep the run's weights file, last/ and history.csv up to date every epoch.
+    on every non-train loader, and keep the `best` weights file, last/ and history.csv up to date every epoch.
 
     `frozen_params` get no updates during the first `plan.freeze_epochs` epochs (the head trains alone).
     loaders["train_eval"], when given, is the training set without augmentation: the final metrics include
-    it as "train" (with val/test), as the tutorials report. `weights_file` replaces the run's best weights
-    file (the linear probe keeps its head apart).
+    it as "train" (with val/test), as the tutorials report.
     """
     # --- setup ---
-    weights_file = weights_file or run.weights_file
     accelerator = make_accelerator(plan.precision, find_unused_parameters=bool(frozen_params and plan.freeze_epochs),
                                    compile_model=plan.compile)
     if accelerator.is_main_process:
         layout = ", channels_last" if plan.channels_last else ""
         get_console().print(f"precision: {plan.precision} ({plan.precision_reason}){layout}"
                             f"{', torch.compile' if plan.compile else ''}")
+    shuffle_generator = loaders["train"].generator
     optimizer = build_optimizer(param_groups, plan)
     scheduler = build_scheduler(optimizer, plan, len(loaders["train"]))
     model, optimizer, scheduler, train_loader = accelerator.prepare(model, optimizer, scheduler, loaders["train"])
     eval_loaders = {name: accelerator.prepare(loader) for name, loader in loaders.items() if name != "train"}
-    criterion = _cross_entropy(plan.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=plan.label_smoothing)
     state = _starting_state(accelerator, run, resume)
     monitor = plan.monitor if "val" in eval_loaders else None
 
     # --- the epoch loop ---
-    for epoch in range(state["epoch"], plan.epochs):
-        if state["stopped_early"]:
+    for epoch in range(state.epoch, plan.epochs):
+        if state.stopped_early:
             break
         started = time.perf_counter()
         if shuffle_generator is not None:  # worker augmentation seeds depend on the epoch only: exact resume
@@ -75,7 +92,7 @@ def fit(model, loaders: dict, plan: TrainPlan, run: RunFolder, weights_metadata:
         for parameter in frozen_params or []:
             parameter.requires_grad_(epoch >= plan.freeze_epochs)
         train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion, optimizer,
-                                                        scheduler, epoch, plan.epochs, _epoch_size(plan, epoch))
+                                                        scheduler, epoch, plan)
         if not math.isfinite(train_loss):
             raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
                               f"lower the learning rate with --lr")
@@ -84,34 +101,34 @@ def fit(model, loaders: dict, plan: TrainPlan, run: RunFolder, weights_metadata:
         improved = _validate(accelerator, model, eval_loaders.get("val"), plan, monitor, row, state)
         row["epoch_time_s"] = time.perf_counter() - started
         if improved:
-            save_best_weights(accelerator, model, weights_file, weights_metadata)
+            save_best_weights(accelerator, model, best.file, best.metadata)
         _end_epoch(accelerator, run, plan, monitor, state, row, improved)
 
     # --- the end: evaluate the best weights on every held-out split ---
     accelerator.wait_for_everyone()
-    load_weights_into(accelerator.unwrap_model(model), weights_file)
+    load_weights_into(accelerator.unwrap_model(model), best.file)
     final, predictions = final_evaluation(accelerator, model, eval_loaders, plan)
     return FitResult(
-        history=state["history"], best_epoch=state["best_epoch"], best_metric=state["best_metric"],
-        final_metrics=final, stopped_early=state["stopped_early"], wall_time_s=state["wall_time_s"],
+        history=state.history, best_epoch=state.best_epoch, best_metric=state.best_metric,
+        final_metrics=final, stopped_early=state.stopped_early, wall_time_s=state.wall_time_s,
         num_processes=accelerator.num_processes, device=str(accelerator.device), predictions=predictions,
     )
 
 
-def _starting_state(accelerator, run: RunFolder, resume: bool) -> dict:
+def _starting_state(accelerator: Accelerator, run: RunFolder, resume: bool) -> LoopState:
     """The loop's bookkeeping: fresh, or as the last completed epoch left it."""
     if not resume:
-        return {"epoch": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0, "history": [],
-                "wall_time_s": 0.0, "stopped_early": False}
+        return LoopState()
     state = load_training_state(accelerator, run)
     if accelerator.is_main_process:
-        get_console().print(f"resuming {run.path} after epoch {state['epoch']}")
+        get_console().print(f"resuming {run.path} after epoch {state.epoch}")
     return state
 
 
-def _validate(accelerator, model, val_loader, plan: TrainPlan, monitor: str | None, row: dict, state: dict) -> bool:
+def _validate(accelerator: Accelerator, model: nn.Module, val_loader: DataLoader | None, plan: TrainPlan,
+              monitor: str | None, row: dict[str, Any], state: LoopState) -> bool:
     """Add the epoch's validation loss, accuracy and monitored metric to `row`; whether it is the best yet."""
-    if monitor is None:
+    if monitor is None or val_loader is None:
         return True  # no validation split: the latest epoch is the one kept
     # per-epoch selection needs no intervals or test-time augmentation; both are applied once, to the best
     # epoch's final metrics
@@ -121,30 +138,31 @@ def _validate(accelerator, model, val_loader, plan: TrainPlan, monitor: str | No
     if monitor == "last":  # a schedule that ends at its best (one-cycle, cosine): no noisy pick on a small val set
         return True
     row[f"val_{monitor}"] = val_metrics[monitor]["value"]
-    return is_better(monitor, val_metrics[monitor]["value"], state["best_metric"])
+    return is_better(monitor, val_metrics[monitor]["value"], state.best_metric)
 
 
-def _end_epoch(accelerator, run: RunFolder, plan: TrainPlan, monitor: str | None, state: dict, row: dict,
-               improved: bool) -> None:
+def _end_epoch(accelerator: Accelerator, run: RunFolder, plan: TrainPlan, monitor: str | None, state: LoopState,
+               row: dict[str, Any], improved: bool) -> None:
     """Book the epoch: best-so-far, patience, history.csv, the console line and the resumable state."""
-    state["wall_time_s"] += row["epoch_time_s"]
+    state.wall_time_s += row["epoch_time_s"]
     if improved:
-        state.update(best_metric=row.get(f"val_{monitor}"), best_epoch=row["epoch"], bad_epochs=0)
+        state.best_metric, state.best_epoch, state.bad_epochs = row.get(f"val_{monitor}"), row["epoch"], 0
     else:
-        state["bad_epochs"] += 1
-    state["history"].append(row)
-    state["epoch"] = row["epoch"]
-    state["stopped_early"] = bool(plan.patience and state["bad_epochs"] >= plan.patience)
+        state.bad_epochs += 1
+    state.history.append(row)
+    state.epoch = row["epoch"]
+    state.stopped_early = bool(plan.patience and state.bad_epochs >= plan.patience)
     console = get_console()
     if accelerator.is_main_process:
-        run.write_history(state["history"])
+        run.write_history(state.history)
         console.print(_epoch_line(row, plan.epochs, monitor, improved), soft_wrap=True)
     save_training_state(accelerator, run, state)
-    if state["stopped_early"] and accelerator.is_main_process:
+    if state.stopped_early and accelerator.is_main_process:
         console.print(f"early stopping: no improvement of val {monitor} for {plan.patience} epochs")
 
 
-def final_evaluation(accelerator, model, eval_loaders: dict, plan: TrainPlan) -> tuple[dict, dict]:
+def final_evaluation(accelerator: Accelerator, model: nn.Module, eval_loaders: dict[str, DataLoader],
+                     plan: TrainPlan) -> tuple[dict[str, dict[str, Any]], Predictions]:
     """Metrics (with intervals on held-out splits) and probabilities of the best weights on every split."""
     final, predictions = {}, {}
     for name in ("train_eval", "val", "test"):
@@ -155,25 +173,25 @@ def final_evaluation(accelerator, model, eval_loaders: dict, plan: TrainPlan) ->
             # Intervals are for held-out data: the model was fit to the training images, so a bootstrap over
             # them estimates nothing about new data (and costs ~10 s on 50,000 images).
             final[split] = compute_metrics(logits, labels, list(plan.class_names), plan.positive_class,
-                                           seed=plan.seed, resamples=0 if split == "train" else 1000)
+                                           seed=plan.seed, resamples=0 if split == "train" else RESAMPLES)
             predictions[split] = (logits.softmax(dim=1), labels)
     return final, predictions
 
 
-def train_one_epoch(accelerator, model, loader, criterion, optimizer, scheduler, epoch: int, epochs: int,
-                    size: int | None = None):
-    """One pass over the training data (resized to `size` px, for progressive resizing); returns the mean loss
+def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                    optimizer: Optimizer, scheduler: LRScheduler, epoch: int,
+                    plan: TrainPlan) -> tuple[float, float, dict[str, float]]:
+    """One pass over the training data (resized for progressive resizing, as the plan says); returns the mean loss
     and accuracy over all processes, and the epoch's timing: train_time_s, data_time_s (waiting for batches)
     and step_time_s (forward, backward, update) of this process, and train_images_per_s over all processes."""
-    import torch
-
     model.train()
     loss_sum = torch.zeros((), device=accelerator.device)
     correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
     seen = torch.zeros((), device=accelerator.device, dtype=torch.long)
     data_time = step_time = 0.0
+    size = _epoch_size(plan, epoch)
     started = waited_from = time.perf_counter()
-    with _progress(accelerator, len(loader), f"epoch {epoch + 1}/{epochs}") as advance:
+    with _progress(accelerator, len(loader), f"epoch {epoch + 1}/{plan.epochs}") as advance:
         for step, (images, labels) in enumerate(loader):
             got_batch = time.perf_counter()
             data_time += got_batch - waited_from
@@ -215,36 +233,9 @@ def _epoch_size(plan: TrainPlan, epoch: int) -> int | None:
 
 def resize_batch(images, size: int):
     """A normalized batch resized to `size` x `size` (bilinear, antialiased), in its memory layout."""
-    import torch
-    import torch.nn.functional as F
-
     channels_last = images.is_contiguous(memory_format=torch.channels_last)
     resized = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return resized.contiguous(memory_format=torch.channels_last) if channels_last else resized
-
-
-def check_epoch_sizes(model, plan: TrainPlan) -> None:
-    """Fail before the first epoch, in one line, when the model cannot take the --progressive sizes."""
-    import torch
-
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    try:
-        with torch.no_grad():
-            for size in sorted(set(plan.epoch_sizes)):
-                model(torch.zeros(1, plan.channels, size, size, device=device))
-    except (RuntimeError, AssertionError, ValueError) as error:  # shape errors; timm's patch embedding asserts
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
-        raise ImgclsError(f"{plan.model} does not take {size} px inputs ({reason}); it takes {plan.img_size} px "
-                          f"only: drop --progressive") from None
-    finally:
-        model.train(was_training)
-
-
-def _cross_entropy(label_smoothing: float):
-    from torch import nn
-
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
 class _progress:
@@ -257,7 +248,6 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda *args: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),

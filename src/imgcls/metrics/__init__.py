@@ -1,6 +1,7 @@
-"""Metrics: every number of a split (torchmetrics) with bootstrap confidence intervals."""
+"""Metrics: every number of a split (torchmetrics, `classification.compute_metrics`) with bootstrap confidence
+intervals (`bootstrap`). The package itself holds only their names (`names`), so that a table of them can be
+printed without importing torch."""
 
-from imgcls.metrics.classification import (LOWER_IS_BETTER, METRIC_LABELS, SCALAR_ORDER, compute_metrics, is_better,
-                                           positive_index)
+from imgcls.metrics.names import LOWER_IS_BETTER, METRIC_LABELS, RESAMPLES, SCALAR_ORDER, is_better, positive_index
 
-__all__ = ["LOWER_IS_BETTER", "METRIC_LABELS", "SCALAR_ORDER", "compute_metrics", "is_better", "positive_index"]
+__all__ = ["LOWER_IS_BETTER", "METRIC_LABELS", "RESAMPLES", "SCALAR_ORDER", "is_better", "positive_index"]

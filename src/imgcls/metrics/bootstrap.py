@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 
+import torch
+
+from imgcls.metrics.names import RESAMPLES
+
 CI_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "mcc", "roc_auc")
 BINARY_CI_METRICS = ("sensitivity", "specificity")
 
 
-def bootstrap_intervals(probs, targets, positive: int = 1, resamples: int = 1000, seed: int = 0,
+def bootstrap_intervals(probs, targets, positive: int = 1, resamples: int = RESAMPLES, seed: int = 0,
                         level: float = 0.95, chunk: int | None = None) -> dict[str, tuple[float, float] | None]:
     """{metric: (low, high)} percentile intervals; None where the metric is undefined in most resamples."""
-    import torch
-
     num_samples, num_classes = probs.shape
     # Resamples are processed in blocks of about a million weights: large enough to vectorize,
     # small enough to stay in cache (bigger blocks were several times slower per resample).
@@ -38,7 +40,7 @@ def bootstrap_intervals(probs, targets, positive: int = 1, resamples: int = 1000
                 draws[name].append(values)
         draws["roc_auc"].append(_weighted_auc(weights, auc_setup))
     tail = (1.0 - level) / 2
-    intervals = {}
+    intervals: dict[str, tuple[float, float] | None] = {}
     for name, chunks in draws.items():
         values = torch.cat(chunks)
         values = values[~torch.isnan(values)]
@@ -52,8 +54,6 @@ def bootstrap_intervals(probs, targets, positive: int = 1, resamples: int = 1000
 
 def _weighted_confusion(weights, targets, predictions, num_classes: int):
     """(B, K, K) confusion matrices, rows = true class, one per resample."""
-    import torch
-
     cell = (targets * num_classes + predictions).long()
     matrices = torch.zeros(weights.shape[0], num_classes * num_classes, dtype=torch.float64)
     matrices.scatter_add_(1, cell.expand(weights.shape[0], -1), weights)
@@ -62,8 +62,6 @@ def _weighted_confusion(weights, targets, predictions, num_classes: int):
 
 def _confusion_metrics(matrices, positive: int) -> dict:
     """Accuracy, balanced accuracy, macro-F1, MCC (and binary sensitivity/specificity) per matrix."""
-    import torch
-
     total = matrices.sum((1, 2))
     correct = torch.diagonal(matrices, dim1=1, dim2=2)
     true_counts = matrices.sum(2)  # per true class
@@ -89,8 +87,6 @@ def _confusion_metrics(matrices, positive: int) -> dict:
 
 def _auc_setup(probs, targets, positive: int):
     """Per one-vs-rest task: the score order, which sorted samples are positive, and tie-group bounds."""
-    import torch
-
     num_classes = probs.shape[1]
     tasks = [positive] if num_classes == 2 else [k for k in range(num_classes) if bool((targets == k).any())]
     setup = []
@@ -104,8 +100,6 @@ def _auc_setup(probs, targets, positive: int):
 
 def _weighted_auc(weights, setup):
     """Macro ROC-AUC per resample (the binary AUC when there is one task), ties counted as one half."""
-    import torch
-
     aucs = []
     for order, is_positive, group_start, group_end in setup:
         sorted_weights = weights[:, order]

@@ -1,34 +1,21 @@
-"""Classification metrics from logits, computed with torchmetrics on whole tensors; which are better lower;
-their display names."""
+"""Classification metrics from logits, computed with torchmetrics on whole tensors (their names, display labels
+and directions are in `imgcls.metrics.names`)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from imgcls.errors import ImgclsError
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional import classification as tmc
 
-SCALAR_ORDER = (
-    "accuracy", "error_rate", "top5_accuracy", "balanced_accuracy", "loss",
-    "sensitivity", "specificity", "precision", "f1",  # two-class data: of the positive class
-    "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "precision_weighted", "recall_weighted",
-    "specificity_weighted", "f1_weighted", "mcc", "cohen_kappa", "roc_auc", "pr_auc", "ece",
-)
-LOWER_IS_BETTER = frozenset({"loss", "error_rate", "ece"})
-METRIC_LABELS = {
-    "accuracy": "accuracy", "error_rate": "error rate", "top5_accuracy": "top-5 accuracy",
-    "balanced_accuracy": "balanced accuracy", "loss": "loss", "sensitivity": "sensitivity",
-    "specificity": "specificity", "precision": "precision", "f1": "F1", "precision_macro": "precision (macro)",
-    "recall_macro": "sensitivity / recall (macro)",
-    "specificity_macro": "specificity (macro)", "f1_macro": "F1 (macro)",
-    "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
-    "specificity_weighted": "specificity (weighted)", "f1_weighted": "F1 (weighted)", "mcc": "MCC",
-    "cohen_kappa": "Cohen's kappa", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC (average precision)",
-    "ece": "calibration error (ECE)",
-}
+from imgcls.metrics.bootstrap import bootstrap_intervals
+from imgcls.metrics.names import RESAMPLES, SCALAR_ORDER
 
 
-def compute_metrics(logits, targets, class_names: list[str], positive_class: int = 1, resamples: int = 1000,
-                    seed: int = 0) -> dict:
+def compute_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str], positive_class: int = 1,
+                    resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """Every metric of one split: scalars as {"value": x} (with "ci95": [low, high] for the bootstrapped
     ones when `resamples` > 0), plus per-class stats and the confusion matrix.
 
@@ -36,18 +23,13 @@ def compute_metrics(logits, targets, class_names: list[str], positive_class: int
     `positive_class` (default the second class); for more, ROC-AUC and PR-AUC are one-vs-rest macro
     averages over the classes that occur in `targets` (undefined for a class with no positives).
     """
-    import torch
-    from torchmetrics.functional import classification as tmc
-
     logits, targets = logits.float(), targets.long()
     num_classes = len(class_names)
     probs = logits.softmax(dim=1)
     stats = _class_stats(probs, targets, num_classes)
     scalars = _scalars(logits, probs, targets, num_classes, positive_class, stats)
-    result = {name: {"value": _number(scalars[name])} for name in SCALAR_ORDER if name in scalars}
+    result: dict[str, Any] = {name: {"value": _number(scalars[name])} for name in SCALAR_ORDER if name in scalars}
     if resamples > 0 and targets.numel() > 1:
-        from imgcls.metrics.bootstrap import bootstrap_intervals
-
         for name, interval in bootstrap_intervals(probs, targets, positive_class, resamples, seed).items():
             result[name]["ci95"] = None if interval is None else [float(interval[0]), float(interval[1])]
     if num_classes == 2:
@@ -61,8 +43,6 @@ def compute_metrics(logits, targets, class_names: list[str], positive_class: int
 
 def _class_stats(probs, targets, num_classes: int) -> dict[str, tuple]:
     """{precision, recall, specificity, f1: (per class, macro average, weighted average)}."""
-    from torchmetrics.functional import classification as tmc
-
     functions = {"precision": tmc.multiclass_precision, "recall": tmc.multiclass_recall,
                  "specificity": tmc.multiclass_specificity, "f1": tmc.multiclass_f1_score}
     return {name: tuple(metric(probs, targets, average=average, num_classes=num_classes)
@@ -71,10 +51,7 @@ def _class_stats(probs, targets, num_classes: int) -> dict[str, tuple]:
 
 def _scalars(logits, probs, targets, num_classes: int, positive_class: int, stats: dict) -> dict:
     """Every scalar metric, by name (tensors or floats)."""
-    import torch.nn.functional as F
-    from torchmetrics.functional import classification as tmc
-
-    common = {"num_classes": num_classes}
+    common: dict[str, Any] = {"num_classes": num_classes}
     predicted = probs.argmax(1)
     scalars = {
         "accuracy": tmc.multiclass_accuracy(probs, targets, average="micro", **common),
@@ -104,14 +81,14 @@ def _per_class(class_names: list[str], precision, recall, specificity, f1, suppo
             for i, name in enumerate(class_names)}
 
 
-def _ranking_area(kind: str, probs, targets, num_classes: int, positive_class: int):
+def _ranking_area(kind: str, probs: torch.Tensor, targets: torch.Tensor, num_classes: int,
+                  positive_class: int) -> torch.Tensor | float:
     """ROC-AUC (kind "roc") or average precision, the PR-AUC computed step-wise as scikit-learn does
     (kind "pr"): of the positive class for two classes, else the one-vs-rest macro average over the
     classes present in `targets`."""
-    from torchmetrics.functional import classification as tmc
-
-    binary, multiclass = {"roc": (tmc.binary_auroc, tmc.multiclass_auroc),
-                          "pr": (tmc.binary_average_precision, tmc.multiclass_average_precision)}[kind]
+    functions: dict[str, tuple[Any, Any]] = {"roc": (tmc.binary_auroc, tmc.multiclass_auroc),
+                                             "pr": (tmc.binary_average_precision, tmc.multiclass_average_precision)}
+    binary, multiclass = functions[kind]
     present = targets.unique()
     if len(present) < 2:
         return float("nan")
@@ -124,24 +101,3 @@ def _number(value) -> float | None:
     """A JSON-safe float; None for undefined values (NaN)."""
     number = float(value)
     return None if math.isnan(number) else number
-
-
-def positive_index(class_names: list[str], positive: str | None) -> int:
-    """Index of the positive class for two-class metrics: a class name or index; default the second class."""
-    if positive is None:
-        return 1
-    if positive in class_names:
-        return class_names.index(positive)
-    if positive.isdigit() and int(positive) < len(class_names):
-        return int(positive)
-    raise ImgclsError(f"--positive-class '{positive}' is not a class of this data; choose one of "
-                      f"{', '.join(class_names)}")
-
-
-def is_better(metric: str, new: float | None, best: float | None) -> bool:
-    """Whether `new` improves on `best` for `metric` (lower is better for the loss)."""
-    if new is None:
-        return False
-    if best is None:
-        return True
-    return new < best if metric in LOWER_IS_BETTER else new > best

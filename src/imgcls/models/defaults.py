@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from timm.models import get_pretrained_cfg
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_INPUT_SIZE = 224  # the size of a model that declares none (and of previews of folder data)
@@ -27,8 +29,6 @@ class ModelDefaults:
 
 def timm_defaults(name: str) -> ModelDefaults:
     """A timm model's defaults from its pretrained config (no weights are fetched, no model is built)."""
-    from timm.models import get_pretrained_cfg
-
     cfg = get_pretrained_cfg(name)
     if cfg is None:
         return ModelDefaults()

@@ -3,12 +3,16 @@ from scratch, for small images and small data)."""
 
 from __future__ import annotations
 
+from typing import cast
+
+import timm
 import torch
+from timm.layers import SEModule
+from timm.models.densenet import DenseNet
 from torch import nn
 
 from imgcls.errors import ImgclsError
 from imgcls.models.registry import register
-
 
 DENSENET121_BLOCKS = (6, 12, 24, 16)
 
@@ -23,16 +27,16 @@ class DenseNetSE(nn.Module):
     def __init__(self, num_classes: int, in_chans: int = 3, pretrained: bool = False, se_ratio: float = 1 / 16,
                  drop_rate: float = 0.0, block_config: tuple[int, ...] = DENSENET121_BLOCKS, growth_rate: int = 32):
         super().__init__()
-        import timm
-        from timm.layers import SEModule
 
-        self.backbone = timm.create_model("densenet121", pretrained=pretrained, in_chans=in_chans, num_classes=0,
-                                          global_pool="", block_config=tuple(block_config), growth_rate=growth_rate)
-        channels = self.backbone.num_features
+        self.backbone = cast(DenseNet, timm.create_model(
+            "densenet121", pretrained=pretrained, in_chans=in_chans, num_classes=0, global_pool="",
+            block_config=tuple(block_config), growth_rate=growth_rate))
+        channels = int(self.backbone.num_features)
         self.se = SEModule(channels, rd_ratio=se_ratio)
+        self.num_features = channels
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.classifier: nn.Module = nn.Linear(channels, num_classes)
         self.pretrained_cfg = self.backbone.pretrained_cfg  # mean/std of the backbone's weights
 
     def get_classifier(self) -> nn.Module:
@@ -41,7 +45,7 @@ class DenseNetSE(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new Linear for `num_classes`, or Identity for 0 (SE-weighted pooled features out)."""
-        self.classifier = nn.Linear(self.se.fc1.in_channels, num_classes) if num_classes else nn.Identity()
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.se(self.backbone.forward_features(images))

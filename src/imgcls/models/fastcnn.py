@@ -4,7 +4,7 @@ A 3x3 stem, then stages of conv -> max-pool -> batch norm -> ReLU (-> conv -> BN
 max-pool and a linear classifier. Pooling *before* the normalization and activation (as in Keller
 Jordan's airbench) runs those memory-bound steps, and their backward passes, on a quarter of the pixels:
 on a 2-core CPU they, not the convolutions, dominate a small net's training step. The Fashion-MNIST
-recipe (src/imgcls/recipes/fashion-mnist.yaml) is built on it.
+recipe (src/imgcls/recipe_book/fashion-mnist.yaml) is built on it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class FastCNN(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.drop = nn.Dropout(drop_rate)
         self.num_features = chans
-        self.fc = nn.Linear(chans, num_classes)
+        self.fc: nn.Module = nn.Linear(chans, num_classes)
 
     def get_classifier(self) -> nn.Module:
         return self.fc

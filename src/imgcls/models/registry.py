@@ -1,12 +1,22 @@
-"""The model registry: built-in architectures by decorated builder, then every timm model."""
+"""The model registry: built-in architectures by decorated builder, then every timm model.
+
+Like timm's: the model modules import the registry and register their builders; the package `imgcls.models`
+imports the model modules, so every built-in is registered whoever imports the registry.
+"""
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import inspect
 from typing import Callable
 
+import timm
+
+from imgcls.console import warn
 from imgcls.errors import ImgclsError, first_line
-from imgcls.models.defaults import ModelDefaults
+from imgcls.models.defaults import ModelDefaults, timm_defaults
+from imgcls.models.weights import load_weights
 
 _BUILTINS: dict[str, Callable] = {}
 _DEFAULTS: dict[str, ModelDefaults] = {}
@@ -34,30 +44,19 @@ def model_defaults(name: str) -> ModelDefaults:
     check_model_name(name)
     if name in _BUILTINS:
         return _DEFAULTS[name]
-    from imgcls.models.defaults import timm_defaults
 
     return timm_defaults(name)
 
 
 def builtin_names() -> list[str]:
     """Names of the built-in architectures."""
-    _load_builtin_modules()
     return sorted(_BUILTINS)
 
 
 def buildable_by_name(name: str) -> bool:
     """A new Python process can build `name` by its name alone: imgcls's own architectures and timm's, not a
     builder registered at run time by the caller's code (a test, a notebook)."""
-    _load_builtin_modules()
     return name not in _BUILTINS or _BUILTINS[name].__module__.startswith("imgcls.")
-
-
-def _load_builtin_modules() -> None:
-    # Importing the modules runs their @register decorators.
-    import imgcls.models.densenet_se  # noqa: F401
-    import imgcls.models.fastcnn  # noqa: F401
-    import imgcls.models.small  # noqa: F401
-    import imgcls.models.vit  # noqa: F401
 
 
 def name_pattern(pattern: str | None) -> str:
@@ -69,10 +68,6 @@ def name_pattern(pattern: str | None) -> str:
 
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
     """Built-in and timm model names matching `pattern` (shell-style, or a word found anywhere in the name)."""
-    import fnmatch
-
-    import timm
-
     pattern = name_pattern(pattern)
     names = builtin_names()
     if pattern:
@@ -83,8 +78,6 @@ def list_models(pattern: str | None = None, pretrained: bool = False) -> list[st
 
 
 def _unknown_model(name: str) -> ImgclsError:
-    import timm
-
     candidates = builtin_names() + timm.list_models()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
     if not close:
@@ -95,10 +88,8 @@ def _unknown_model(name: str) -> ImgclsError:
 
 def check_model_name(name: str) -> None:
     """Raise the unknown-model error (with close matches) before any work is done."""
-    _load_builtin_modules()
     if name in _BUILTINS:
         return  # no need to import timm (seconds) for a built-in
-    import timm
 
     if not timm.is_model(name):
         raise _unknown_model(name)
@@ -115,7 +106,6 @@ def create_model(
     **kwargs,
 ):
     """Build a model by name: built-ins first, then timm; optionally load pretrained or local weights."""
-    _load_builtin_modules()
     try:
         model = _build(name, num_classes, in_chans, img_size, pretrained, kwargs)
     except TypeError as error:
@@ -125,8 +115,6 @@ def create_model(
         raise ImgclsError(f"{name} has no option '{option}'; remove --model-option {option}=...") from None
     model.imgcls_name = name
     if weights is not None:
-        from imgcls.models.weights import load_weights
-
         load_weights(model, weights, weights_map)
     return model
 
@@ -135,8 +123,6 @@ def _build(name: str, num_classes: int, in_chans: int, img_size: int | None, pre
     if name in _BUILTINS:
         builder = _BUILTINS[name]
         if pretrained:
-            import inspect
-
             if "pretrained" not in inspect.signature(builder).parameters:
                 raise ImgclsError(f"'{name}' is a built-in architecture with no hub weights; drop --pretrained "
                                   f"or use --weights FILE")
@@ -155,10 +141,6 @@ def _build(name: str, num_classes: int, in_chans: int, img_size: int | None, pre
 
 def _supported_kwargs(builder: Callable, name: str, kwargs: dict) -> dict:
     """Keep the options a built-in builder takes; warn about set options it does not."""
-    import inspect
-
-    from imgcls.console import warn
-
     accepted = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         # a configurable builder (e.g. vit) takes and checks its own options; None means "its default"
@@ -174,8 +156,6 @@ def _supported_kwargs(builder: Callable, name: str, kwargs: dict) -> dict:
 
 def _create_timm_model(name: str, num_classes: int, in_chans: int, img_size: int | None, pretrained: bool,
                        **kwargs):
-    import timm
-
     if not timm.is_model(name):
         raise _unknown_model(name)
     kwargs = {key: value for key, value in kwargs.items() if value is not None}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import torchinfo
+
 from imgcls.errors import ImgclsError, first_line
+from imgcls.models.registry import create_model, model_defaults
 
 
 def summarize(name: str, num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None,
               depth: int = 3) -> str:
     """torchinfo's table for `name` at the given input; the input size defaults to the model's own."""
-    import torchinfo
-
-    from imgcls.models.registry import create_model, model_defaults
-
     img_size = img_size or model_defaults(name).input_size
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
     try:

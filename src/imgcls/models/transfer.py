@@ -7,10 +7,20 @@ from torch import nn
 from imgcls.errors import ImgclsError
 
 
+def reset_classifier(model: nn.Module, num_classes: int) -> nn.Module:
+    """timm's reset_classifier (imgcls's vit, fastcnn and densenet_se implement it too): a new head for
+    `num_classes`, or none for 0 (the model then returns the pooled features); returns the new head."""
+    if not hasattr(model, "reset_classifier"):
+        raise ImgclsError(f"{getattr(model, 'imgcls_name', type(model).__name__)} has no replaceable classifier; "
+                          f"--linear-probe needs a timm model or vit / densenet_se / fastcnn")
+    getattr(model, "reset_classifier")(num_classes)
+    return classifier_of(model) if num_classes else nn.Identity()
+
+
 def classifier_of(model: nn.Module) -> nn.Module:
     """The classifier head: timm's get_classifier() (our built-ins implement it too), else the last Linear."""
     if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
+        head = getattr(model, "get_classifier")()
         if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
             return head
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
 from torch import nn
 
 from imgcls.errors import ImgclsError
@@ -21,8 +23,6 @@ class ViT(nn.Module):
                  head_hidden: tuple[int, ...] = (), dropout: float = 0.0, head_dropout: float = 0.0,
                  drop_path_rate: float = 0.0, drop_rate: float | None = None):
         super().__init__()
-        from timm.layers import trunc_normal_
-        from timm.models.vision_transformer import Block
 
         if pool not in ("cls", "mean", "flatten"):
             raise ImgclsError(f"ViT pool must be cls, mean or flatten, got '{pool}'")
@@ -54,6 +54,7 @@ class ViT(nn.Module):
             features = hidden
         layers.append(nn.Linear(features, num_classes))
         self.head = nn.Sequential(*layers)
+        self._head_features = features  # the final layer's width in (kept while the layer is an Identity)
         trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
@@ -65,9 +66,7 @@ class ViT(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer: a new Linear, or Identity for num_classes=0 (features out)."""
-        features = self.head[-1].in_features if isinstance(self.head[-1], nn.Linear) else self._head_features
-        self._head_features = features
-        self.head[-1] = nn.Linear(features, num_classes) if num_classes else nn.Identity()
+        self.head[-1] = nn.Linear(self._head_features, num_classes) if num_classes else nn.Identity()
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Token embeddings after the last block and the final norm: (N, tokens, width)."""
@@ -89,8 +88,6 @@ class ViT(nn.Module):
 
 
 def _init_linear(module: nn.Module) -> None:
-    from timm.layers import trunc_normal_
-
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

@@ -5,22 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import torch
+from safetensors.torch import load_file
+from timm.models import adapt_input_conv
+
 from imgcls.console import info, warn
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 _NESTED_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net", "module")
 
 
 def read_state_dict(path: str | Path) -> dict:
     """Tensors of a weight file, keyed by name; never executes code from the file."""
-    import torch
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise ImgclsError(f"weights file {path} does not exist; pass an existing .safetensors or .pth file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as error:  # safetensors raises its own SafetensorError for bad headers
@@ -29,9 +29,8 @@ def read_state_dict(path: str | Path) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise ImgclsError(
-            f"{path} cannot be read as plain tensors ({first}); only safetensors files and PyTorch state dicts "
+            f"{path} cannot be read as plain tensors ({first_line(error)}); only safetensors files and PyTorch state dicts "
             f"of tensors are loaded, never pickled code: save it with torch.save(model.state_dict(), ...)"
         ) from None
     for key in _NESTED_KEYS:
@@ -118,8 +117,6 @@ def _is_input_conv_pair(value, target) -> bool:
 
 def _adapt_input_convs(state: dict, own: dict) -> dict:
     """RGB first-layer filters summed for 1-channel input (and repeated for more), as timm does for hub weights."""
-    from timm.models import adapt_input_conv
-
     adapted = dict(state)
     for key, value in state.items():
         target = own.get(key)

@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from imgcls.atomic import write_json_atomic, write_text_atomic
 from imgcls.errors import ImgclsError
 
@@ -127,14 +129,10 @@ class RunFolder:
 
     # --- small files ---
     def write_config(self, values: dict) -> None:
-        import yaml
-
         write_text_atomic(self.config_file, yaml.safe_dump(values, sort_keys=False))
 
     def read_config(self) -> dict | None:
         """config.yaml as a dict (None when the folder has none)."""
-        import yaml
-
         if not self.config_file.is_file():
             return None
         return yaml.safe_load(self.config_file.read_text()) or {}

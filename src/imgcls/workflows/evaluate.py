@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
-from imgcls.config import DataConfig
-from imgcls.console import warn
+import torch
+
+from imgcls.config import DataConfig, auto_precision_override, collective_timeout_s
+from imgcls.data import DataBundle, ImageSplit, build_dataset
+from imgcls.data.builtin import builtin_name
+from imgcls.data.loader import TensorImageDataset, make_loader
+from imgcls.data.problems import warn_about_data
+from imgcls.engine.accelerator import make_accelerator, process_state
+from imgcls.engine.inference import collect_logits, inference_precision
 from imgcls.errors import ImgclsError
+from imgcls.metrics import positive_index
+from imgcls.metrics.classification import compute_metrics
+from imgcls.reporting.run_report import write_figures_and_report
+from imgcls.run_files import RunFolder, default_run_name
+from imgcls.run_files.summary import evaluation_summary
+from imgcls.workflows.looked_at import explain_held_out
+from imgcls.workflows.predict import LoadedModel, load
 
 
 def evaluate(run: str | Path, data: str | None = None, split: str | None = None, batch_size: int = 128,
              workers: int = 1, data_root: str | None = None, precision: str = "auto",
-             positive_class: str | None = None) -> dict:
+             positive_class: str | None = None) -> dict[str, Any]:
     """Metrics of a trained model on a split of any dataset; written to RUN/eval/<data>-<split>/.
 
     With no `data`, the run's own dataset is used (test split if it has one, else val). A class-per-folder
     dataset other than the training one is evaluated whole (split "all").
     """
-    from imgcls.config import collective_timeout_s
-    from imgcls.engine.accelerator import process_state
-    from imgcls.workflows.predict import load
-
     state = process_state(collective_timeout_s())  # under torchrun: each process evaluates its share
     loaded = load(run)
     data_cfg, seed, same_data = _data_config(loaded, data, data_root)
@@ -29,22 +40,19 @@ def evaluate(run: str | Path, data: str | None = None, split: str | None = None,
         bundle = _load_split_data(loaded, data_cfg, seed, not same_data or split == "all", state.num_processes)
     split = _chosen_split(bundle, split, data_cfg.source)
     logits, labels, is_main = _infer(loaded, bundle.splits[split], batch_size, workers, seed, precision)
-    from imgcls.metrics import compute_metrics, positive_index
-
     chosen_positive = positive_class if positive_class is not None else loaded.positive_class
     metrics = compute_metrics(logits, labels, loaded.class_names, positive_index(loaded.class_names, chosen_positive),
                               seed=seed)
     if loaded.run is not None and is_main:
-        from imgcls.run_files import default_run_name
-
         folder = loaded.run.evaluation(default_run_name(data_cfg.source, split))
-        _write_evaluation(folder, loaded, bundle, split, metrics, logits.softmax(dim=1), labels, data_cfg.source, seed)
+        _write_evaluation(folder, loaded, bundle, data_cfg.source, metrics, {split: (logits.softmax(dim=1), labels)},
+                          seed)
         metrics["written_to"] = str(folder.path)
     metrics["split"] = split
     return metrics
 
 
-def _data_config(loaded, data: str | None, data_root: str | None) -> tuple[DataConfig, int, bool]:
+def _data_config(loaded: LoadedModel, data: str | None, data_root: str | None) -> tuple[DataConfig, int, bool]:
     """The data settings of the evaluation: the run's own unless DATA is given."""
     train_data = loaded.config.data if loaded.config is not None else DataConfig()
     data_cfg = copy.deepcopy(train_data)
@@ -58,20 +66,16 @@ def _data_config(loaded, data: str | None, data_root: str | None) -> tuple[DataC
     return data_cfg, seed, _same_source(data_cfg.source, train_data.source)
 
 
-def _load_split_data(loaded, data_cfg: DataConfig, seed: int, whole: bool, processes: int):
-    from imgcls.data import build_dataset
-
+def _load_split_data(loaded: LoadedModel, data_cfg: DataConfig, seed: int, whole: bool,
+                     processes: int) -> DataBundle:
     bundle = build_dataset(data_cfg, seed, loaded.img_size, class_names=loaded.class_names,
                            channels=loaded.in_chans, interpolation=loaded.interpolation, whole=whole,
                            processes=processes)
-    for message in bundle.warnings:
-        warn(message)
-    if bundle.skipped:
-        warn(f"skipped {len(bundle.skipped)} unreadable image(s), e.g. {bundle.skipped[0][0]}")
+    warn_about_data(bundle)
     return bundle
 
 
-def _chosen_split(bundle, split: str | None, source: str) -> str:
+def _chosen_split(bundle: DataBundle, split: str | None, source: str) -> str:
     available = list(bundle.splits)
     if split is None:
         split = next((name for name in ("test", "val", "all") if name in bundle.splits), available[0])
@@ -80,47 +84,37 @@ def _chosen_split(bundle, split: str | None, source: str) -> str:
     return split
 
 
-def _infer(loaded, image_split, batch_size: int, workers: int, seed: int, precision: str):
-    """Logits and labels of every image of the split, gathered from every process, each counted once."""
-    from imgcls.config import auto_precision_override
-    from imgcls.data.loader import TensorImageDataset, make_loader
-    from imgcls.engine.accelerator import make_accelerator
-    from imgcls.engine.inference import collect_logits, inference_precision
-
+def _infer(loaded: LoadedModel, image_split: ImageSplit, batch_size: int, workers: int, seed: int,
+           precision: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Logits and labels of every image of the split, gathered from every process, each counted once. The model
+    is left as it was loaded (fp32, no autocast wrapper), whatever precision it inferred in: what follows
+    (Grad-CAM) reads its activations as float32."""
     dataset = TensorImageDataset(image_split, loaded.mean, loaded.std)
     accelerator = make_accelerator(inference_precision(precision, auto_precision_override()))
     loader = accelerator.prepare(make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=seed))
     model = accelerator.prepare(loaded.model)
     logits, labels = collect_logits(accelerator, model, loader, tta=loaded.tta)
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # takes off the autocast wrapper it put on
     return logits, labels, accelerator.is_main_process
 
 
-def _write_evaluation(folder, loaded, bundle, split: str, metrics: dict, probs, labels, source: str,
+def _write_evaluation(folder: RunFolder, loaded: LoadedModel, bundle: DataBundle, source: str,
+                      metrics: dict[str, Any], predictions: dict[str, tuple[torch.Tensor, torch.Tensor]],
                       seed: int) -> None:
-    """metrics, run summary, predictions, figures and report.html of one evaluation."""
-    import datetime
-
-    from imgcls.environment import hardware, versions
-    from imgcls.report import write_figures_and_report
-
+    """metrics, run summary, predictions, figures and report.html of one evaluation (of one split)."""
+    split = next(iter(predictions))
     folder.write_metrics({split: metrics})
-    folder.write_summary({
-        "kind": "evaluation", "data": source, "split": split, "model": loaded.name, "img_size": loaded.img_size,
-        "in_chans": loaded.in_chans, "parameters": sum(p.numel() for p in loaded.model.parameters()),
-        "evaluated_run": str(loaded.run.path), "hardware": hardware(), "versions": versions(),
-        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    })
-    from imgcls.workflows.training_steps import explain_held_out
-
-    title = f"{loaded.run.name}: evaluation on {Path(source).name or source} ({split})"
-    looked = explain_held_out(loaded, bundle, {split: (probs, labels)})
-    write_figures_and_report(folder, bundle, {split: (probs, labels)}, loaded.class_names, seed=seed, title=title,
+    parameters = sum(p.numel() for p in loaded.model.parameters())
+    evaluated = str(loaded.run.path) if loaded.run is not None else ""
+    folder.write_summary(evaluation_summary(source, split, loaded.name, (loaded.in_chans, loaded.img_size),
+                                            parameters, evaluated))
+    title = f"{Path(evaluated).name}: evaluation on {Path(source).name or source} ({split})"
+    looked = explain_held_out(loaded, bundle, predictions)
+    write_figures_and_report(folder, bundle, predictions, loaded.class_names, seed=seed, title=title,
                              looked_at=looked)
 
 
 def _same_source(a: str, b: str) -> bool:
-    from imgcls.data.builtin import builtin_name
-
     if not b:
         return False
     path_a, path_b = Path(a).expanduser(), Path(b).expanduser()

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from imgcls.atomic import check_replaceable
+from imgcls.data.folders import image_files
+from imgcls.data.images import decode_files
+from imgcls.data.transforms import normalize_batch
+from imgcls.engine.explain import METHODS, explain_images, resolve_method
+from imgcls.engine.inference import predict_probabilities
 from imgcls.errors import ImgclsError
+from imgcls.reporting import catalog
+from imgcls.reporting.explanations import Explained, explanation_figure, explanation_grid
+from imgcls.workflows.predict import LoadedModel, load
 
 
-def explain(run, inputs: list[str | Path], method: str = "auto", target: str | None = None,
+def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", target: str | None = None,
             out: str | Path | None = None, batch_size: int = 16) -> list[dict]:
     """Maps of what the model looked at in every image file (folders searched recursively).
 
@@ -17,15 +28,6 @@ def explain(run, inputs: list[str | Path], method: str = "auto", target: str | N
     target_probability, figure, method; or path and error for an unreadable file. `method` auto picks
     rollout for ViTs (Grad-CAM with a --target), Grad-CAM for CNNs with global pooling, HiResCAM for others.
     """
-    import torch
-
-    from imgcls.data.folders import image_files
-    from imgcls.data.images import decode_files
-    from imgcls.data.transforms import normalize_batch
-    from imgcls.engine.explain import METHODS, explain_images, resolve_method
-    from imgcls.engine.inference import predict_probabilities
-    from imgcls.workflows.predict import load
-
     if method not in METHODS:
         raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     loaded = load(run)
@@ -62,7 +64,7 @@ def _class_index(target: str | None, class_names: list[str]) -> int | None:
     raise ImgclsError(f"--target '{target}' is not a class of this model; choose one of {', '.join(class_names)}")
 
 
-def _output_folder(loaded, method: str, out) -> Path:
+def _output_folder(loaded: LoadedModel, method: str, out: str | Path | None) -> Path:
     if out is not None:
         return Path(out).expanduser()
     if loaded.run is None:
@@ -79,10 +81,6 @@ def _result(path: Path, probs, target: int, heatmap, class_names: list[str]) -> 
 
 def _write_figures(folder: Path, results: list[dict], images: list, method: str) -> None:
     """One figure per image and the grid of all of them; files imgcls did not write are never replaced."""
-    from imgcls.atomic import check_replaceable
-    from imgcls.report import catalog
-    from imgcls.report.explanations import Explained, explanation_figure, explanation_grid
-
     if not results:
         return
     items = []

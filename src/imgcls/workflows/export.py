@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+from imgcls import __version__
+from imgcls.atomic import check_replaceable
+from imgcls.config import plain_process_environment
+from imgcls.console import info
+from imgcls.engine.export import example_batch, export_module, export_onnx, export_torchscript, is_our_torchscript
 from imgcls.errors import ImgclsError
+from imgcls.models.registry import buildable_by_name
+from imgcls.run_files import RunFolder
+from imgcls.workflows.predict import LoadedModel, load
 
 FORMATS = ("onnx", "torchscript")
 INPUT_TYPES = ("uint8", "float")
@@ -19,9 +29,6 @@ def export(run: str | Path, export_format: str = "onnx", out: str | Path | None 
     normalised inside) or, with input_type="float", already normalised with the run's mean and std; it
     returns (N, classes) probabilities. Its metadata names the classes, size, channels, mean/std and resampling.
     """
-    from imgcls.engine.export import example_batch, export_module, export_onnx, export_torchscript
-    from imgcls.workflows.predict import load
-
     if export_format not in FORMATS:
         raise ImgclsError(f"--format must be one of {', '.join(FORMATS)}, got '{export_format}'")
     if input_type not in INPUT_TYPES:
@@ -38,10 +45,8 @@ def export(run: str | Path, export_format: str = "onnx", out: str | Path | None 
     return path
 
 
-def export_metadata(loaded, input_type: str, dynamic_batch: bool) -> dict:
+def export_metadata(loaded: LoadedModel, input_type: str, dynamic_batch: bool) -> dict:
     """What a consumer of the file needs to prepare its input and read its output."""
-    from imgcls import __version__
-
     return {"imgcls_version": __version__, "model": loaded.name, "class_names": list(loaded.class_names),
             "img_size": loaded.img_size, "channels": loaded.in_chans, "mean": list(loaded.mean),
             "std": list(loaded.std), "interpolation": loaded.interpolation, "input_type": input_type,
@@ -52,10 +57,7 @@ def export_metadata(loaded, input_type: str, dynamic_batch: bool) -> dict:
             "output": "probabilities: float32 [N, classes], in class_names order"}
 
 
-def _output_path(loaded, export_format: str, out: str | Path | None) -> Path:
-    from imgcls.atomic import check_replaceable
-    from imgcls.engine.export import is_our_torchscript
-
+def _output_path(loaded: LoadedModel, export_format: str, out: str | Path | None) -> Path:
     if out is None:
         if loaded.run is None:
             raise ImgclsError("a bare weights file has no run folder to export into; pass --out FILE")
@@ -66,3 +68,47 @@ def _output_path(loaded, export_format: str, out: str | Path | None) -> Path:
     if not (export_format == "torchscript" and path.is_file() and is_our_torchscript(path)):
         check_replaceable(path, "--out")
     return path
+
+
+AUTO_EXPORT_MAX_PARAMETERS = 30_000_000  # bigger models take long to export: `imgcls export` when wanted
+
+
+def start_export_for_predict(run: RunFolder, model_name: str, parameters: int) -> subprocess.Popen[str] | None:
+    """Start writing RUN/model.onnx at the end of training (so `imgcls predict RUN` and `imgcls serve RUN` start in
+    well under a second: onnxruntime, no torch import) in a child `imgcls export`, beside the figures: both are
+    mostly one-core Python, and one after the other they made the tail twice as long. None for models too large
+    to export by default, and for models only this process can build (exported here and now)."""
+    if parameters > AUTO_EXPORT_MAX_PARAMETERS:
+        return None
+    if not buildable_by_name(model_name):
+        _export_here(run)
+        return None
+    environment = plain_process_environment()
+    environment["OMP_NUM_THREADS"] = "1"  # tracing needs no threads; the figures' Grad-CAM and filters use them
+    return subprocess.Popen([sys.executable, "-m", "imgcls", "export", str(run.path)], env=environment,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def end_export_for_predict(exporting: subprocess.Popen[str] | None) -> None:
+    """Wait for start_export_for_predict's child; a model ONNX cannot express is said in one line (predict then
+    uses PyTorch)."""
+    if exporting is None:
+        return
+    _, errors = exporting.communicate()
+    if exporting.returncode != 0:
+        lines = [line for line in errors.splitlines() if line.strip()] or [f"exit status {exporting.returncode}"]
+        info(f"no ONNX export of this run ({lines[-1].split('error: ', 1)[-1]}); predict will use PyTorch")
+
+
+def stop_export_for_predict(exporting: subprocess.Popen[str] | None) -> None:
+    """Kill the child (the run failed or was interrupted); it writes atomically, so no partial file is left."""
+    if exporting is not None:
+        exporting.kill()
+        exporting.wait()
+
+
+def _export_here(run: RunFolder) -> None:
+    try:
+        export(run.path, "onnx")
+    except ImgclsError as error:
+        info(f"no ONNX export of this run ({error}); predict will use PyTorch")

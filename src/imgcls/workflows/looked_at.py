@@ -4,23 +4,36 @@ few correct images per class, for the figures of a run or an evaluation."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from imgcls.data import DataBundle
+from imgcls.data.transforms import normalize_batch
+from imgcls.engine.explain import explain_images, resolve_method
+from imgcls.errors import ImgclsError
+from imgcls.reporting.explanations import Explained
+from imgcls.workflows.predict import LoadedModel
 
 MISTAKES = 8  # most confident mistakes shown
 CORRECT_PER_CLASS = 2  # most confident correct images of each class ...
 CLASSES_SHOWN = 12  # ... for up to this many classes
 
 
+def explain_held_out(loaded: LoadedModel, bundle: DataBundle,
+                     predictions: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, dict[bool, list[Explained]]]:
+    """What the model looked at in the test split (else val, else all): {split: {correct: [Explained]}}."""
+    split = next((name for name in ("test", "val", "all") if name in predictions), None)
+    if split is None:
+        return {}
+    probs, labels = predictions[split]
+    found = looked_at(loaded.model, bundle.splits[split].images, probs.numpy(), labels.numpy(),
+                      loaded.class_names, loaded.mean, loaded.std)
+    return {split: found} if found else {}
+
+
 def looked_at(model, images, probs: np.ndarray, labels: np.ndarray, class_names: list[str], mean, std,
               method: str = "auto") -> dict[bool, list]:
     """{False: explained mistakes, True: explained correct images} of one split; {} when the model has nothing
     to explain (an MLP) or the split has no images."""
-    import torch
-
-    from imgcls.data.transforms import normalize_batch
-    from imgcls.engine.explain import explain_images, resolve_method
-    from imgcls.errors import ImgclsError
-    from imgcls.report.explanations import Explained
-
     chosen = _chosen(probs, labels, len(class_names))
     if not any(chosen.values()):
         return {}
@@ -35,7 +48,7 @@ def looked_at(model, images, probs: np.ndarray, labels: np.ndarray, class_names:
         return {}
     explained, offset = {}, 0
     for correct, rows in chosen.items():
-        items = []
+        items: list[Explained] = []
         for row in rows:
             index = offset + len(items)
             title = f"true {class_names[labels[row]][:18]}\npred {class_names[predicted[index]][:18]} " \

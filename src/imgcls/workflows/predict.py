@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from imgcls.config import Config, config_from_dict
+import numpy as np
+
+from imgcls.config import Config, auto_precision_override, config_from_dict
+from imgcls.data.folders import image_files
+from imgcls.data.images import decode_files
+from imgcls.engine.onnx_model import load_onnx
+from imgcls.engine.ranking import top_classes
 from imgcls.errors import ImgclsError
 from imgcls.plan import TrainPlan
-from imgcls.run_files import RunFolder
+from imgcls.run_files import RunFolder, locate_weights
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# This module is on the path of `imgcls predict` on an ONNX export, which must not import torch: the imports
+# that need it (models, checkpoints, the torch classifier) are made inside the functions that use them.
 
 
 @dataclass
 class LoadedModel:
-    model: Any  # torch.nn.Module in eval mode
+    model: nn.Module  # in eval mode
     name: str
     class_names: list[str]
     in_chans: int
@@ -44,7 +56,6 @@ def load(run: str | Path) -> LoadedModel:
     """A trained model from a run folder (or its best.safetensors), in eval mode, with its classes."""
     from imgcls.engine.checkpoint import load_weights_into, read_metadata
     from imgcls.models import create_model
-    from imgcls.run_files import locate_weights
 
     weights, folder = locate_weights(run)
     meta = read_metadata(weights)
@@ -89,7 +100,25 @@ def load_pretrained(name: str, weights: str | None = None, pretrained: bool = Fa
 BACKENDS = ("auto", "torch", "onnx")
 
 
-def classifier_for(run: str | Path | LoadedModel, precision: str = "auto", backend: str = "auto"):
+class Classifier(Protocol):
+    """What predicts (engine's TorchClassifier or OnnxClassifier): uint8 image batches in, probabilities out."""
+
+    class_names: list[str]
+    img_size: int
+    in_chans: int
+    interpolation: str
+    precision: str  # what it computes in: fp32, bf16 or fp16
+
+    @property
+    def backend(self) -> str: ...  # what answers: "torch" or "onnxruntime"
+
+    @property
+    def model_name(self) -> str: ...
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def classifier_for(run: str | Path | LoadedModel, precision: str = "auto", backend: str = "auto") -> Classifier:
     """What predicts, behind one interface (uint8 batches in, `.probabilities` out):
     - an exported MODEL.onnx: onnxruntime, torch is never imported;
     - a run folder with a current ONNX export (RUN/model.onnx at least as new as its weights, written at the end
@@ -101,12 +130,9 @@ def classifier_for(run: str | Path | LoadedModel, precision: str = "auto", backe
     if not isinstance(run, LoadedModel):
         exported = Path(run) if Path(run).suffix.lower() == ".onnx" else _current_export(run)
         if exported is not None and backend != "torch" and precision in ("auto", "fp32"):
-            from imgcls.engine.onnx_model import load_onnx
-
             return load_onnx(exported)
         if backend == "onnx":
             raise ImgclsError(f"{run} has no current ONNX export; write one with 'imgcls export {run}'")
-    from imgcls.config import auto_precision_override
     from imgcls.engine.inference import TorchClassifier, inference_precision
 
     loaded = run if isinstance(run, LoadedModel) else load(run)
@@ -126,27 +152,22 @@ def _current_export(run: str | Path) -> Path | None:
 
 
 def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64,
-            precision: str = "auto", backend: str = "auto") -> list[dict]:
+            precision: str = "auto", backend: str = "auto") -> list[dict[str, Any]]:
     """Top-k classes for every image file (folders are searched recursively); batched. `run` is a run folder,
     its best.safetensors, a LoadedModel, or an ONNX file from `imgcls export`; a run with a current ONNX export
     runs on onnxruntime without importing torch unless `backend` is torch (see classifier_for).
 
     Returns one dict per file: {"path", "predictions": [{"class", "probability"}, ...]} or {"path", "error"}.
     """
-    from imgcls.data.folders import image_files
-
     if topk < 1:
         raise ImgclsError(f"--topk must be at least 1, got {topk}")
     files = image_files(inputs)
     return _predict_batches(files, classifier_for(run, precision, backend), topk, batch_size)
 
 
-def _predict_batches(files: list[Path], classifier, topk: int, batch_size: int) -> list[dict]:
+def _predict_batches(files: list[Path], classifier: Classifier, topk: int, batch_size: int) -> list[dict[str, Any]]:
     """Decode `files` batch by batch at the classifier's input and rank its classes."""
-    from imgcls.data.images import decode_files
-    from imgcls.engine.inference import top_classes
-
-    results: list[dict] = [{"path": str(path)} for path in files]
+    results: list[dict[str, Any]] = [{"path": str(path)} for path in files]
     for start in range(0, len(files), batch_size):
         images, positions, errors = decode_files(files[start:start + batch_size], classifier.img_size,
                                                  classifier.in_chans, classifier.interpolation)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgcls.errors import ImgclsError
+from imgcls.reporting.compare import common_split, print_comparison, read_run, unique_names, write_comparison_html
+from imgcls.reporting.html import build_report
+from imgcls.reporting.plots import write_run_plots
 from imgcls.run_files import RunFolder
 
 
 def report(run: str | Path) -> Path:
     """Redraw the figures the run's files allow (curves, confusion matrices, ROC/PR, reliability) and rewrite
     its report.html. Figures that need the images (samples, mistakes, filters) are kept as the run drew them."""
-    from imgcls.report.html import build_report
-    from imgcls.report.plots import write_run_plots
-
     folder = RunFolder(run)
     metrics = folder.read_metrics()
     class_names = list(next(iter(metrics.values()))["per_class"])
@@ -26,8 +26,6 @@ def report(run: str | Path) -> Path:
 def compare(runs: list[str | Path], split: str | None = None, out: str | Path | None = None) -> Path:
     """Print the runs' metrics side by side and write them, with overlaid validation curves, as one HTML page
     (default: next to the first run)."""
-    from imgcls.report.compare import common_split, print_comparison, read_run, unique_names, write_comparison_html
-
     if len(runs) < 2:
         raise ImgclsError("compare needs at least two run folders: imgcls compare RUN RUN ...")
     records = [read_run(run) for run in runs]

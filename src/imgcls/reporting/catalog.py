@@ -3,6 +3,7 @@ names them (plots and figures write them, the report reads them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 LOSS = "loss.png"
@@ -47,7 +48,7 @@ def explained(index: int, image_name: str) -> str:
 
 
 # (section title, [(file name, or a function of the split, caption)]); "{split}" in a caption is the split
-SECTIONS = [
+SECTIONS: list[tuple[str, list[tuple[str | Callable[[str], str], str]]]] = [
     ("Training curves", [(LOSS, "Loss per epoch, train vs val"), (ACCURACY, "Accuracy per epoch, train vs val")]),
     ("Confusion matrices", [(confusion, "Confusion matrix, {split}, counts"),
                             (lambda split: confusion(split, True), "Confusion matrix, {split}, row-normalized")]),

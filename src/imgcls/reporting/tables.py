@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
+
+from rich.markup import escape
+from rich.table import Table
+
 from imgcls.console import get_console
 from imgcls.metrics import METRIC_LABELS
 
@@ -20,14 +27,11 @@ def _fmt_with_interval(entry: dict) -> str:
 
 def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit: int = 30) -> None:
     """One table of scalar metrics with a column per split, then the per-class table of the last split."""
-    from rich.table import Table
-
     console = get_console()
     splits = list(metrics_by_split)
     positive = next((m["positive_class"] for m in metrics_by_split.values() if "positive_class" in m), None)
     if positive is not None:
         title += f" — positive class: {positive}"
-    from rich.markup import escape
 
     summary = Table(title=escape(title), title_justify="left",
                     caption=escape("[low, high] = 95% bootstrap interval"), caption_justify="left")
@@ -55,10 +59,6 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
 
 def print_predictions(results: list[dict], output_format: str) -> None:
     """Write `results` of imgcls.predict in `output_format` (table | json | csv) to stdout."""
-    import csv
-    import json
-    import sys
-
     if output_format == "json":
         print(json.dumps(results, indent=2))
         return
@@ -71,8 +71,6 @@ def print_predictions(results: list[dict], output_format: str) -> None:
             for rank, guess in enumerate(result.get("predictions", []), start=1):
                 writer.writerow([result["path"], rank, guess["class"], f"{guess['probability']:.6f}", ""])
         return
-    from rich.markup import escape
-    from rich.table import Table
 
     table = Table()
     for column in ("image", "prediction", "probability", "runners-up"):

@@ -5,11 +5,16 @@ is in memory (end of training, `imgcls eval`, `imgcls data show`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import torch
+from torch import nn
 
-from imgcls.report import catalog
-from imgcls.report.plots import _pyplot, _save
+from imgcls.data import ImageSplit
+from imgcls.data.transforms import normalize_batch
+from imgcls.reporting import catalog
+from imgcls.reporting.plots import _pyplot, _save
 from imgcls.run_files import RunFolder, SplitPredictions
 
 
@@ -177,8 +182,6 @@ def patch_grid(image, patch_size: int, path: Path, title: str) -> Path:
 
 def first_conv(model):
     """The first 2-d convolution the model applies (its stem, or a ViT's patch embedding)."""
-    from torch import nn
-
     return next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
 
 
@@ -209,8 +212,6 @@ def conv_filters(conv, path: Path, title: str, limit: int = 64) -> Path:
 
 def conv_responses(conv, image, normalized, path: Path, title: str, limit: int = 16) -> Path:
     """The input image beside the feature maps of the first `limit` filters of `conv` on it."""
-    import torch
-
     plt = _pyplot()
     with torch.no_grad():
         maps = conv(normalized.unsqueeze(0).to(conv.weight.dtype))[0, :limit].float().cpu().numpy()
@@ -233,11 +234,26 @@ def conv_responses(conv, image, normalized, path: Path, title: str, limit: int =
     return path
 
 
-def write_image_figures(folder: RunFolder, images_by_split: dict, labels_by_split: dict, class_names: list[str],
-                        predictions: dict[str, SplitPredictions], model=None, mean=None, std=None,
+class DrawnModel(Protocol):
+    """The trained model whose filters are drawn, with its normalisation (a workflow's LoadedModel)."""
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def mean(self) -> tuple[float, ...]: ...
+
+    @property
+    def std(self) -> tuple[float, ...]: ...
+
+
+def write_image_figures(folder: RunFolder, splits: dict[str, ImageSplit], class_names: list[str],
+                        predictions: dict[str, SplitPredictions], drawn: DrawnModel | None = None,
                         seed: int = 0) -> list[Path]:
     """Sample grid, mistakes galleries (held-out splits) and, given the model, its patch grid and first-layer
     filters and responses."""
+    images_by_split = {split: images.images for split, images in splits.items()}
+    labels_by_split = {split: images.labels.numpy() for split, images in splits.items()}
     written = []
     first = next(iter(images_by_split))
     written.append(sample_grid(images_by_split[first], labels_by_split[first], class_names,
@@ -247,16 +263,14 @@ def write_image_figures(folder: RunFolder, images_by_split: dict, labels_by_spli
             gallery = mistakes_gallery(images_by_split[split], split_predictions, class_names,
                                        folder.plot(catalog.mistakes(split)), f"most confident mistakes ({split})")
             written += [gallery] if gallery is not None else []
-    if model is not None:
+    if drawn is not None:
         example_split = next((split for split in ("val", "test") if split in images_by_split), first)
-        written += _model_figures(folder, model, images_by_split[example_split][0], mean, std)
+        written += _model_figures(folder, drawn.model, images_by_split[example_split][0], drawn.mean, drawn.std)
     return written
 
 
 def _model_figures(folder: RunFolder, model, example, mean, std) -> list[Path]:
     """The ViT patch grid, and the first convolution's filters and their responses to `example`."""
-    from imgcls.data.transforms import normalize_batch
-
     written = []
     patch_size = patch_size_of(model)
     if patch_size:

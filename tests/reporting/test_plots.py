@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from imgcls.metrics import compute_metrics
-from imgcls.report.plots import one_vs_rest_curves, reliability_bins, write_metric_plots
+from imgcls.metrics.classification import compute_metrics
+from imgcls.reporting.plots import one_vs_rest_curves, reliability_bins, write_metric_plots
 from imgcls.run_files import RunFolder, SplitPredictions, load_split_predictions, save_split_predictions
 
 

@@ -114,4 +114,5 @@ class RequestGuard:
 
     def _authorized(self, headers: dict) -> bool:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self.token.encode())
+        return (self.token is not None and scheme.lower() == "bearer"
+                and hmac.compare_digest(credential.strip().encode(), self.token.encode()))

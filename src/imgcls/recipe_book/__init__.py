@@ -7,9 +7,9 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from imgcls.config import Recipe, load_yaml
 from imgcls.errors import ImgclsError
 
-RECIPE_KEYS = ("description", "expected")  # documentation keys of a recipe file, not config sections
 DEFAULT_RECIPES = {"fashion-mnist": "fashion-mnist"}  # dataset -> recipe used when neither --recipe nor --config
 
 
@@ -20,8 +20,6 @@ def recipe_dir() -> Path:
 
 def list_recipes() -> dict[str, dict[str, Any]]:
     """{name: {"file", "description", "expected"}} of every shipped recipe."""
-    from imgcls.config import load_yaml
-
     found = {}
     for path in sorted(recipe_dir().glob("*.yaml")):
         values = load_yaml(path, keep_docs=True)
@@ -30,17 +28,15 @@ def list_recipes() -> dict[str, dict[str, Any]]:
     return found
 
 
-def recipe_values(name: str) -> dict[str, Any]:
+def load_recipe(name: str) -> Recipe:
     """The config sections of recipe `name`, or a one-line error listing the recipes there are."""
-    from imgcls.config import load_yaml
-
     path = recipe_dir() / f"{name}.yaml"
     if not path.is_file():
         names = sorted(list_recipes())
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else f"known recipes: {', '.join(names)}"
         raise ImgclsError(f"unknown recipe '{name}'; {hint} (list them with 'imgcls recipes')")
-    return load_yaml(path)
+    return Recipe(name, load_yaml(path))
 
 
 def default_recipe(source: str | None) -> str | None:

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+from torchmetrics.functional import classification as tmc
+
 from imgcls.atomic import write_atomic
-from imgcls.report import catalog
+from imgcls.metrics import positive_index
+from imgcls.reporting import catalog
 from imgcls.run_files import RunFolder, SplitPredictions, load_split_predictions
 
 
 def _pyplot():
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     return plt
 
@@ -48,8 +53,6 @@ def plot_curves(rows: list[dict], folder: RunFolder) -> list[Path]:
         if len(epochs) < 15:
             axes.set_xticks(epochs)
         else:
-            from matplotlib.ticker import MaxNLocator
-
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         path = folder.plot(catalog.LOSS if metric == "loss" else catalog.ACCURACY)
         _save(figure, path)
@@ -59,8 +62,6 @@ def plot_curves(rows: list[dict], folder: RunFolder) -> list[Path]:
 
 def plot_confusion(matrix: list[list[int]], class_names: list[str], path: Path, normalized: bool, title: str) -> Path:
     """A confusion matrix (rows: true class) as counts or row-normalized; labels shrink for many classes."""
-    import numpy as np
-
     plt = _pyplot()
     counts = np.asarray(matrix, dtype=float)
     values = counts / np.maximum(counts.sum(1, keepdims=True), 1) if normalized else counts
@@ -93,8 +94,6 @@ MAX_LEGEND_CLASSES = 10  # past this, per-class curves are drawn thin and unlabe
 def plot_roc(predictions: SplitPredictions, metrics: dict, class_names: list[str], path: Path, title: str) -> Path:
     """ROC curve of the positive class (two classes, with the operating point of the argmax decision), or
     one-vs-rest curves per class plus their macro average; AUCs in the legend."""
-    import numpy as np
-
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 5.5))
     axes.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUC = 0.5)")
@@ -122,8 +121,6 @@ def plot_roc(predictions: SplitPredictions, metrics: dict, class_names: list[str
 def plot_precision_recall(predictions: SplitPredictions, metrics: dict, class_names: list[str], path: Path,
                           title: str) -> Path:
     """Precision-recall curve(s) with average precision in the legend and the prevalence as the baseline."""
-    import numpy as np
-
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 5.5))
     curves = one_vs_rest_curves(predictions, class_names, metrics, "pr")
@@ -153,8 +150,6 @@ def plot_precision_recall(predictions: SplitPredictions, metrics: dict, class_na
 
 def _interpolated_precision(recall, precision):
     """Recall in increasing order and the best precision reached at that recall or higher."""
-    import numpy as np
-
     order = np.argsort(recall, kind="stable")
     recall, precision = recall[order], precision[order]
     return recall, np.maximum.accumulate(precision[::-1])[::-1]
@@ -163,17 +158,12 @@ def _interpolated_precision(recall, precision):
 def one_vs_rest_curves(predictions: SplitPredictions, class_names: list[str], metrics: dict, kind: str):
     """(class name, x, y, area) per class with positives and negatives: ROC (fpr, tpr) or PR (recall,
     precision). For two classes only the positive class."""
-    import torch
-    from torchmetrics.functional import classification as tmc
-
-    from imgcls.metrics import positive_index
-
     probs = torch.from_numpy(predictions.probs).float()
     labels = torch.from_numpy(predictions.labels).long()
     if len(class_names) == 2:
         classes = [positive_index(class_names, metrics.get("positive_class"))]
     else:
-        classes = range(len(class_names))
+        classes = list(range(len(class_names)))
     curves = []
     for index in classes:
         target = (labels == index).long()
@@ -223,8 +213,6 @@ def _with_interval(entry: dict | None) -> str:
 def reliability_bins(predictions: SplitPredictions, bins: int = 15):
     """Count, accuracy and mean confidence of the top prediction in `bins` equal-width bins [low, high), as
     torchmetrics bins them for the ECE (a confidence of exactly 1 joins the last bin)."""
-    import numpy as np
-
     confidence = predictions.probs.max(1).astype(np.float64)
     correct = predictions.predicted == predictions.labels
     edges = np.linspace(0, 1, bins + 1)
@@ -238,8 +226,6 @@ def reliability_bins(predictions: SplitPredictions, bins: int = 15):
 def plot_reliability(predictions: SplitPredictions, metrics: dict, path: Path, title: str, bins: int = 15) -> Path:
     """Reliability diagram: accuracy against confidence (the top probability) in equal-width bins, the gap
     to the diagonal shaded, and how many predictions fall in each bin below."""
-    import numpy as np
-
     plt = _pyplot()
     counts, accuracy, mean_conf = reliability_bins(predictions, bins)
     edges = np.linspace(0, 1, bins + 1)

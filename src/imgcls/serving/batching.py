@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 
 class Overloaded(Exception):
@@ -45,6 +47,11 @@ class DynamicBatcher:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def _queue(self) -> asyncio.Queue[Any]:
+        if self.queue is None:
+            raise RuntimeError("the batcher is not started: await start() first")
+        return self.queue
+
     def announce(self) -> None:
         """A request has arrived and will submit an image soon (once decoded): worth waiting for."""
         self.arriving += 1
@@ -55,7 +62,7 @@ class DynamicBatcher:
             self.arriving -= 1
         future = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait((image, future))
+            self._queue().put_nowait((image, future))
         except asyncio.QueueFull:
             raise Overloaded from None
         return await future
@@ -65,12 +72,13 @@ class DynamicBatcher:
         self.arriving -= 1
 
     async def _gather(self) -> list:
-        batch = [await self.queue.get()]
+        queue = self._queue()
+        batch = [await queue.get()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
         while len(batch) < self.max_batch:
-            if not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            if not queue.empty():
+                batch.append(queue.get_nowait())
                 continue
             if self.arriving <= 0:
                 break  # nobody else is on the way: waiting would only add latency
@@ -78,14 +86,12 @@ class DynamicBatcher:
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 break
         return [(image, future) for image, future in batch if not future.done()]  # timed-out callers left
 
     async def _run(self) -> None:
-        import numpy as np
-
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()

@@ -5,14 +5,23 @@ batching, upload limits, an optional bearer token, Prometheus metrics and an upl
 
 import asyncio
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import UnidentifiedImageError
 
-from imgcls.serve.batching import DynamicBatcher, Overloaded
-from imgcls.serve.guards import BodyRefused, RequestGuard
+from imgcls.data.images import DECODE_ERRORS, ImageTooLarge, decode_image
+from imgcls.engine.ranking import top_classes
+from imgcls.serving.batching import DynamicBatcher, Overloaded
+from imgcls.serving.guards import BodyRefused, RequestGuard
+from imgcls.serving.telemetry import Telemetry
 
 ALLOWED_FORMATS = ["JPEG", "PNG", "WEBP", "BMP"]  # decoders a request may reach (Pillow's allow-list)
 
@@ -29,6 +38,17 @@ class ServeSettings:
     topk: int = 5
 
 
+class ServedClassifier(Protocol):
+    """What is served (the predict workflow's Classifier): uint8 image batches in, probabilities out."""
+
+    class_names: list[str]
+    img_size: int
+    in_chans: int
+    interpolation: str
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray: ...
+
+
 class RequestError(Exception):
     """A bad request, answered with `status` and a one-line message (never a trace or a server path)."""
 
@@ -37,12 +57,8 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
-def decode_upload(data: bytes, classifier, max_pixels: int):
+def decode_upload(data: bytes, classifier: ServedClassifier, max_pixels: int) -> np.ndarray:
     """The uploaded bytes as the model's input, or a RequestError: 400 empty/broken, 413 bomb, 415 not an image."""
-    from PIL import UnidentifiedImageError
-
-    from imgcls.data.images import DECODE_ERRORS, ImageTooLarge, decode_image
-
     if not data:
         raise RequestError(400, "the request has no image: send its bytes, or a multipart form with a 'file' field")
     try:
@@ -59,13 +75,9 @@ def decode_upload(data: bytes, classifier, max_pixels: int):
                                 f"or damaged") from None
 
 
-def create_app(classifier, settings: ServeSettings, description: dict):
+def create_app(classifier: ServedClassifier, settings: ServeSettings, description: dict[str, Any]) -> RequestGuard:
     """The ASGI app serving `classifier` (anything with class_names, img_size, in_chans, interpolation and
     probabilities(uint8 batch)); `description` is what /metadata reports."""
-    from contextlib import asynccontextmanager
-
-    from imgcls.serve.telemetry import Telemetry
-
     telemetry = Telemetry()
     batcher = DynamicBatcher(classifier.probabilities, settings.max_batch, settings.max_wait_ms / 1000,
                              settings.max_queue, on_batch=telemetry.batch_sizes.observe)
@@ -95,17 +107,12 @@ def create_app(classifier, settings: ServeSettings, description: dict):
                         observe=telemetry.observe)
 
 
-def _classifier_call(classifier, batcher: DynamicBatcher, settings: ServeSettings):
+def _classifier_call(classifier: ServedClassifier, batcher: DynamicBatcher, settings: ServeSettings):
     """async classify(image bytes, topk) -> ranked classes: decode off the event loop (a pool of as many
     threads as cores: more only fight over the GIL), batch, rank."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="imgcls-decode")
 
     async def classify(data: bytes, topk: int) -> list[dict]:
-        from imgcls.engine.inference import top_classes
-
         batcher.announce()
         try:
             image = await asyncio.get_running_loop().run_in_executor(decoders, decode_upload, data, classifier,

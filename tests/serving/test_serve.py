@@ -159,6 +159,8 @@ def test_concurrent_requests_share_forward_passes_and_metrics_say_so(server, png
     assert sizes['imgcls_batch_size_bucket{le="1.0"}'] < sizes['imgcls_batch_size_bucket{le="+Inf"}']  # some > 1
     meta = httpx.get(f"{server.url}/metadata").json()
     assert meta["class_names"][0] == "T-shirt/top" and meta["img_size"] == 28 and meta["backend"] == "torch"
+    pinned = os.environ.get("IMGCLS_AUTO_PRECISION") or "fp32"  # what auto means for inference on a CPU
+    assert meta["precision"] == pinned and meta["model"] == "multilayer_cnn"
     assert httpx.get(f"{server.url}/openapi.json").json()["paths"]["/predict"]
 
 
@@ -189,6 +191,12 @@ def test_an_exported_onnx_model_serves_the_same_answers(served_run, pngs):
         assert httpx.get(f"{onnx_server.url}/metadata").json()["backend"] == "onnxruntime"
     finally:
         onnx_server.stop()
+    run_server = Server(served_run)  # the run folder, whose export is now current: onnxruntime answers
+    try:
+        meta = httpx.get(f"{run_server.url}/metadata").json()
+        assert (meta["backend"], meta["precision"], meta["model"]) == ("onnxruntime", "fp32", "multilayer_cnn")
+    finally:
+        run_server.stop()
 
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser")), None)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from imgcls.report.plots import _pyplot, _save
+from imgcls.reporting.plots import _pyplot, _save
 
 
 @dataclass
@@ -21,8 +22,6 @@ class Explained:
 
 def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The heat map laid over the image (grad-cam's show_cam_on_image, jet colour map), (H, W, 3) uint8."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
     rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
     return show_cam_on_image(rgb.transpose(1, 2, 0).astype(np.float32) / 255, heatmap, use_rgb=True,
                              image_weight=0.55)

@@ -10,10 +10,13 @@ import base64
 import datetime
 from pathlib import Path
 
+import jinja2
+
+from imgcls import __version__
 from imgcls.atomic import write_text_atomic
 from imgcls.metrics import METRIC_LABELS
-from imgcls.report import catalog
-from imgcls.report.tables import format_value
+from imgcls.reporting import catalog
+from imgcls.reporting.tables import format_value
 from imgcls.run_files import RunFolder
 
 SPLIT_ORDER = ("train", "val", "test", "all")
@@ -22,9 +25,7 @@ INTERVAL_NOTE = "[low, high] is the 95% percentile-bootstrap confidence interval
 
 def template(name: str):
     """A jinja2 template of report/templates, HTML-escaping every value."""
-    import jinja2
-
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("imgcls.report", "templates"),
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("imgcls.reporting", "templates"),
                                      autoescape=jinja2.select_autoescape(default=True), trim_blocks=True,
                                      lstrip_blocks=True)
     return environment.get_template(name)
@@ -40,7 +41,7 @@ def _figures(folder: RunFolder, splits: list[str], num_classes: int) -> list[dic
     for title, entries in catalog.SECTIONS:
         figures = []
         for name_of, caption in entries:
-            for split in splits if callable(name_of) else [None]:
+            for split in splits if callable(name_of) else [""]:
                 name = name_of(split) if callable(name_of) else name_of
                 if folder.plot(name).is_file():
                     used.add(name)
@@ -172,8 +173,6 @@ def _plan_rows(plan: dict | None) -> list[tuple[str, str]]:
 
 def build_report(folder: RunFolder, title: str | None = None) -> Path:
     """Write the folder's report.html from its metrics, summary, plan, history, config and figures."""
-    from imgcls import __version__
-
     metrics = folder.read_metrics()
     splits = sorted(metrics, key=lambda s: SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER))
     summary = folder.read_summary()

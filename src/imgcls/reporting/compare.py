@@ -3,15 +3,24 @@ as a terminal table and a self-contained HTML page."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
+from rich.markup import escape
+from rich.table import Table
+
+from imgcls import __version__
 from imgcls.atomic import check_replaceable, write_text_atomic
+from imgcls.console import get_console
 from imgcls.errors import ImgclsError
 from imgcls.metrics import LOWER_IS_BETTER, METRIC_LABELS
-from imgcls.report.tables import format_value
+from imgcls.reporting.html import template
+from imgcls.reporting.plots import PNG_SOFTWARE, _pyplot
+from imgcls.reporting.tables import format_value
 from imgcls.run_files import RunFolder
 
 
@@ -87,11 +96,6 @@ def _metric_rows(runs: list[RunRecord], split: str) -> list[dict]:
 
 def print_comparison(runs: list[RunRecord], split: str) -> None:
     """The comparison as a rich table: run facts, then every metric with its interval; the best in bold."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from imgcls.console import get_console
-
     table = Table(title=f"{split} metrics of {len(runs)} runs", title_justify="left",
                   caption=escape("[low, high] = 95% bootstrap interval; bold = best"), caption_justify="left")
     table.add_column("")
@@ -111,8 +115,6 @@ def print_comparison(runs: list[RunRecord], split: str) -> None:
 
 def validation_curves_png(runs: list[RunRecord]) -> bytes | None:
     """Validation loss and accuracy per epoch of every run, overlaid, as PNG bytes (None without history)."""
-    from imgcls.report.plots import PNG_SOFTWARE, _pyplot
-
     if not any(run.history and "val_loss" in run.history[0] for run in runs):
         return None
     plt = _pyplot()
@@ -122,7 +124,6 @@ def validation_curves_png(runs: list[RunRecord]) -> bytes | None:
         epochs = [int(row["epoch"]) for row in rows]
         loss_axes.plot(epochs, [float(row["val_loss"]) for row in rows], "-o", markersize=3, label=run.name)
         accuracy_axes.plot(epochs, [float(row["val_accuracy"]) for row in rows], "-o", markersize=3, label=run.name)
-    from matplotlib.ticker import MaxNLocator
 
     for axes, label in ((loss_axes, "validation loss"), (accuracy_axes, "validation accuracy")):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -139,11 +140,6 @@ def validation_curves_png(runs: list[RunRecord]) -> bytes | None:
 
 def write_comparison_html(runs: list[RunRecord], split: str, path: Path) -> Path:
     """One self-contained page: the comparison table and the overlaid validation curves."""
-    import base64
-
-    from imgcls import __version__
-    from imgcls.report.html import template
-
     check_replaceable(path, "--out")
     png = validation_curves_png(runs)
     page = template("compare.html.j2").render(

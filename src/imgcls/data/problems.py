@@ -1,0 +1,23 @@
+"""What went wrong reading a dataset, said once on the console (training, evaluation and `data show` alike)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgcls.console import warn
+from imgcls.data.build import DataBundle
+
+NAMED_SKIPPED = 3  # unreadable files named on the console; the rest are counted
+
+
+def warn_about_data(bundle: DataBundle, listed_in: Path | None = None) -> None:
+    """The data's warnings, then its unreadable files: a few named, all counted (and where they are listed)."""
+    for message in bundle.warnings:
+        warn(message)
+    if not bundle.skipped:
+        return
+    named = sorted(bundle.skipped)[:NAMED_SKIPPED]
+    shown = "; ".join(f"{Path(path).name} ({reason})" for path, reason in named)
+    more = f" and {len(bundle.skipped) - len(named)} more" if len(bundle.skipped) > len(named) else ""
+    where = f"; listed in {listed_in}" if listed_in is not None else ""
+    warn(f"skipped {len(bundle.skipped)} unreadable image(s): {shown}{more}{where}")

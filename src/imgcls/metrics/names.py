@@ -1,0 +1,48 @@
+"""The metrics' names, display labels and directions, the positive class of two-class data, and the bootstrap's
+size: what tables, plots and plans need without computing anything (no torch import)."""
+
+from __future__ import annotations
+
+from imgcls.errors import ImgclsError
+
+RESAMPLES = 1000  # bootstrap resamples of a 95% interval (the default everywhere)
+
+SCALAR_ORDER = (
+    "accuracy", "error_rate", "top5_accuracy", "balanced_accuracy", "loss",
+    "sensitivity", "specificity", "precision", "f1",  # two-class data: of the positive class
+    "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "precision_weighted", "recall_weighted",
+    "specificity_weighted", "f1_weighted", "mcc", "cohen_kappa", "roc_auc", "pr_auc", "ece",
+)
+LOWER_IS_BETTER = frozenset({"loss", "error_rate", "ece"})
+METRIC_LABELS = {
+    "accuracy": "accuracy", "error_rate": "error rate", "top5_accuracy": "top-5 accuracy",
+    "balanced_accuracy": "balanced accuracy", "loss": "loss", "sensitivity": "sensitivity",
+    "specificity": "specificity", "precision": "precision", "f1": "F1", "precision_macro": "precision (macro)",
+    "recall_macro": "sensitivity / recall (macro)",
+    "specificity_macro": "specificity (macro)", "f1_macro": "F1 (macro)",
+    "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
+    "specificity_weighted": "specificity (weighted)", "f1_weighted": "F1 (weighted)", "mcc": "MCC",
+    "cohen_kappa": "Cohen's kappa", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC (average precision)",
+    "ece": "calibration error (ECE)",
+}
+
+
+def positive_index(class_names: list[str], positive: str | None) -> int:
+    """Index of the positive class for two-class metrics: a class name or index; default the second class."""
+    if positive is None:
+        return 1
+    if positive in class_names:
+        return class_names.index(positive)
+    if positive.isdigit() and int(positive) < len(class_names):
+        return int(positive)
+    raise ImgclsError(f"--positive-class '{positive}' is not a class of this data; choose one of "
+                      f"{', '.join(class_names)}")
+
+
+def is_better(metric: str, new: float | None, best: float | None) -> bool:
+    """Whether `new` improves on `best` for `metric` (lower is better for the loss)."""
+    if new is None:
+        return False
+    if best is None:
+        return True
+    return new < best if metric in LOWER_IS_BETTER else new > best
