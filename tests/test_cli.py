@@ -186,7 +186,7 @@ def test_two_class_run_reports_the_chosen_positive_class_on_train_val_and_test(c
 def test_recipes_are_listed_and_fashion_mnist_uses_its_recipe(fmnist_root, tmp_path):
     listed = cli("recipes")
     assert listed.returncode == 0 and "fashion-mnist" in listed.stdout and "fastcnn" in listed.stdout
-    assert "recipes/fashion-mnist.yaml" in listed.stdout
+    assert "recipe_book/fashion-mnist.yaml" in listed.stdout
     result = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--epochs", "1",
                      "--max-per-class", "30", "--runs-dir", str(tmp_path / "runs"), "--name", "r", "--no-report",
                      cwd=tmp_path)
