@@ -115,9 +115,10 @@ _NOT_OVERRIDES = {"command", "handler", "config", "resume", "data", "recipe"}
 
 
 def _run_train(args) -> int:
+    # The config is built and checked before the workflow is imported (torch, timm, ...: about 10 s cold), so a
+    # mistake in the flags is one line in well under a second.
     from imgcls.config import build_config, flat_to_sections
     from imgcls.recipe_book import default_recipe, load_recipe
-    from imgcls.workflows.train import train
 
     overrides = {key: value for key, value in vars(args).items() if key not in _NOT_OVERRIDES and value is not None}
     if "options" in overrides:
@@ -125,6 +126,8 @@ def _run_train(args) -> int:
     if args.resume:
         if args.data or args.config or args.recipe or overrides:
             raise ImgclsError("--resume continues a run with its saved settings; pass only --resume RUN")
+        from imgcls.workflows.train import train
+
         train(resume=args.resume)
         return 0
     if args.data is not None:
@@ -136,5 +139,7 @@ def _run_train(args) -> int:
             print(f"recipe: {recipe} (the default for {args.data}; --recipe none for plain defaults)")
     config = build_config(args.config, flat_to_sections(overrides),
                           None if recipe in (None, "none") else load_recipe(recipe))
+    from imgcls.workflows.train import train
+
     train(config)
     return 0
