@@ -89,7 +89,7 @@ MAY_IMPORT = {
     "serving": {"data", "engine"},
     "workflows": {"config", "plan", "data", "models", "engine", "metrics", "run_files", "reporting", "recipe_book",
                   "serving"},
-    "cli": {"workflows", "reporting", "config", "recipe_book", "serving"},
+    "cli": {"workflows", "reporting", "config", "recipe_book", "serving", "run_files"},
 }
 
 

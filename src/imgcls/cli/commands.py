@@ -18,6 +18,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _check_run(run: str) -> None:
+    """A path that is not a trained run is said in one line before the workflow, and torch, are imported (about
+    10 s cold)."""
+    from imgcls.run_files import locate_weights
+
+    locate_weights(run)
+
+
 def add_recipes(commands) -> None:
     p = commands.add_parser("recipes", help="list the named training recipes shipped with imgcls",
                             description="List the recipes for --recipe NAME: what each trains and what it reaches.")
@@ -50,6 +58,8 @@ def add_eval(commands) -> None:
 def _run_eval(args) -> int:
     from imgcls.console import get_console
     from imgcls.reporting.tables import print_metrics
+
+    _check_run(args.run)
     from imgcls.workflows.evaluate import evaluate
 
     metrics = evaluate(args.run, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers,
@@ -212,6 +222,8 @@ def add_export(commands) -> None:
 
 def _run_export(args) -> int:
     from imgcls.console import get_console
+
+    _check_run(args.run)
     from imgcls.workflows.export import export
 
     path = export(args.run, args.format, args.out, args.dynamic_batch, args.opset, args.input_type)
@@ -237,6 +249,8 @@ def _run_explain(args) -> int:
     from rich.markup import escape
 
     from imgcls.console import get_console
+
+    _check_run(args.run)
     from imgcls.workflows.explain import explain
 
     results = explain(args.run, args.images, args.method, args.target, args.out, args.batch_size)
