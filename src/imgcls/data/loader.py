@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -9,13 +11,14 @@ from imgcls.data.build import ImageSplit
 from imgcls.data.transforms import normalize_batch
 
 
-class _BatchDataset(Dataset):
+class _BatchDataset(Dataset, ABC):
     """A dataset whose DataLoader fetches whole batches through `__getitems__` (labels in self.labels)."""
 
     labels: torch.Tensor
 
+    @abstractmethod
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """The batch of `indices` and its labels."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
