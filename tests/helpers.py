@@ -79,9 +79,9 @@ def user_error(result: subprocess.CompletedProcess) -> str:
 
 
 def plan_for(class_names=("a", "b", "c"), img_size: int = 28, channels: int = 1, splits=("train", "val"),
-             source: str = "data", **settings):
-    """A TrainPlan made the way `imgcls train` makes one, for data of these classes and `settings` (flat
-    config keys such as epochs=5, scheduler="step")."""
+             source: str = "data", counts=None, **settings):
+    """A TrainPlan made the way `imgcls train` makes one, for data of these classes (`counts` training images
+    of each; default 10) and `settings` (flat config keys such as epochs=5, scheduler="step")."""
     from types import SimpleNamespace
 
     from imgcls.config import build_config, flat_to_sections
@@ -92,7 +92,8 @@ def plan_for(class_names=("a", "b", "c"), img_size: int = 28, channels: int = 1,
     config = build_config(overrides=flat_to_sections({"source": source, **settings}))
     splits = splits if isinstance(splits, dict) else dict.fromkeys(splits)  # split -> anything with a len
     data = SimpleNamespace(source=source, class_names=list(class_names), img_size=img_size, channels=channels,
-                           hflip_ok=True, splits=splits, cache="ram")
+                           hflip_ok=True, splits=splits, cache="ram",
+                           class_counts=lambda split: list(counts or [10] * len(class_names)))
     return make_plan(config, data, ModelDefaults(), ("fp32", "asked for"), False, world_size)
 
 

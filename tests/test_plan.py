@@ -6,6 +6,8 @@ from imgcls.config import DataConfig
 from imgcls.errors import ImgclsError
 from imgcls.models.defaults import ModelDefaults
 from imgcls.plan import input_size
+import numpy as np
+
 from tests.helpers import plan_for
 
 
@@ -76,3 +78,15 @@ def test_loader_workers_stay_out_of_a_cpu_step_when_batches_are_cheap():
     assert loader_workers(None, "ram", "light", gpu=True)[0] == 2
     assert loader_workers(3, "ram", "light") == (3, "asked for")
     assert plan_for().workers == 0 and plan_for(workers=1).workers == 1
+
+
+def test_class_weights_auto_are_scikit_learns_balanced_weights():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    plan = plan_for(class_names=("common", "rare"), splits={"train": range(110), "val": range(20)}, counts=[100, 10],
+                    class_weights="auto", sampler="balanced")
+    labels = np.repeat([0, 1], [100, 10])
+    expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+    assert np.allclose(plan.class_weights, expected, atol=1e-6)
+    assert plan.sampler == "balanced" and plan.notes["class_weights"].startswith("auto")
+    assert plan_for(counts=[100, 10, 5]).class_weights == ()

@@ -22,6 +22,7 @@ _PUBLIC = {
     "report": "imgcls.workflows.report", "compare": "imgcls.workflows.report",
     "list_models": "imgcls.workflows.inspect", "summary": "imgcls.workflows.inspect",
     "recipes": "imgcls.workflows.inspect", "show_data": "imgcls.workflows.inspect",
+    "check_data": "imgcls.workflows.check_data",
     "create_model": "imgcls.models", "register": "imgcls.models",
     "RunFolder": "imgcls.run_files", "TrainPlan": "imgcls.plan",
 }

@@ -18,6 +18,8 @@ SCHEDULERS = ("cosine", "step", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("none", "light", "standard", "strong")
 CACHES = ("auto", "ram", "disk", "none")
+CLASS_WEIGHTS = ("none", "auto")
+SAMPLERS = ("shuffle", "balanced")
 DOC_KEYS = ("description", "expected")  # documentation keys a config file may carry (recipes do), not sections
 MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc", "last")
 
@@ -36,6 +38,9 @@ class DataConfig:
     progressive: str | None = None  # "PX:EPOCHS,...": the first epochs train on batches resized down, then img_size
     hflip: bool = True
     max_per_class: int | None = None  # cap images per class in every split (quick experiments)
+    group_by: str | None = None  # REGEX on the file path, or a CSV of file,group: a group never spans two splits
+    sampler: str = "shuffle"  # balanced: every class drawn equally often (with replacement) in each epoch
+    dedupe: bool = False  # pre-split folders: drop val/test files byte-identical to a file of an earlier split
     workers: int | None = None  # loader processes; None: 0 where batches are cheap to make on a CPU, else 2 (plan)
     cache: str = "auto"  # decoded images: ram, disk (memory-mapped, reused across runs), none; auto: by size
     cache_dir: str | None = None  # decoded images, linear-probe features, precision timings; None: ~/.cache/imgcls
@@ -68,6 +73,7 @@ class OptimConfig:
     step_epochs: int = 10
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
+    class_weights: str = "none"  # auto: weight the loss by inverse class frequency (imbalanced data)
 
 
 @dataclass
@@ -267,6 +273,8 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--lr must be positive, got {optim.lr}")
     if optim.weight_decay is not None and optim.weight_decay < 0:
         raise ImgclsError(f"--weight-decay must be 0 or more, got {optim.weight_decay}")
+    _choice(optim.class_weights, CLASS_WEIGHTS, "--class-weights")
+    _choice(data.sampler, SAMPLERS, "--sampler")
     if not 0.0 <= optim.label_smoothing < 1.0:
         raise ImgclsError(f"--label-smoothing must be in [0, 1), got {optim.label_smoothing}")
     if optim.warmup_epochs < 0:

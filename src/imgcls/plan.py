@@ -68,6 +68,8 @@ class TrainPlan:
     seed: int
     train_metrics_images: int = 0  # training images the final train-split metrics use (0: all of them)
     erase: float = 0.0  # light augmentation: fraction of training images with a random rectangle erased
+    class_weights: tuple[float, ...] = ()  # the loss's weight of each class (empty: all 1)
+    sampler: str = "shuffle"  # balanced: every class drawn equally often
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of each of the first epochs (then img_size)
     notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
 
@@ -106,6 +108,8 @@ class PlannedData(Protocol):
 
     @property
     def splits(self) -> Mapping[str, Sized]: ...
+
+    def class_counts(self, split: str) -> list[int]: ...
 
 
 class DeclaredInput(Protocol):
@@ -179,6 +183,8 @@ def make_plan(config: Config, data: PlannedData, defaults: DeclaredInput, precis
     mean, std = defaults.normalization(data.channels)
     workers, notes["workers"] = loader_workers(data_cfg.workers, data.cache, data_cfg.augment, gpu)
     train_images = len(data.splits["train"]) if data.splits.get("train") is not None else 0
+    class_weights, notes["class_weights"] = loss_weights(data.class_counts("train") if train_images else [],
+                                                         optim.class_weights)
     sampled = train_images > TRAIN_METRICS_SAMPLE and not model.linear_probe  # a probe's features are cheap
     if sampled:
         notes["train_metrics_images"] = (f"a seeded sample of {TRAIN_METRICS_SAMPLE:,} of the {train_images:,} "
@@ -198,8 +204,19 @@ def make_plan(config: Config, data: PlannedData, defaults: DeclaredInput, precis
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
         positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed,
         train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase,
+        class_weights=class_weights, sampler=data_cfg.sampler,
         epoch_sizes=progressive_sizes(data_cfg, data.img_size, defaults.min_input_size), notes=notes,
     )
+
+
+def loss_weights(counts: list[int], mode: str) -> tuple[tuple[float, ...], str]:
+    """The loss weight of each class and why: "auto" is scikit-learn's "balanced", images / (classes x class
+    images), so every class weighs as much in the loss as if the data were balanced."""
+    if mode == "none" or not counts:
+        return (), "none: every image weighs the same"
+    present = [count for count in counts if count]
+    weights = tuple(round(sum(present) / (len(present) * count), 6) if count else 0.0 for count in counts)
+    return weights, f"auto: images / (classes x images of the class), from {min(weights):.3g} to {max(weights):.3g}"
 
 
 def progressive_sizes(data_cfg: DataConfig, img_size: int, minimum: int | None) -> tuple[int, ...]:

@@ -106,7 +106,7 @@ def _run_compare(args) -> int:
 
 
 def add_data(commands, parser_class) -> None:
-    p = commands.add_parser("data", help="look at a dataset: sample grid per class",
+    p = commands.add_parser("data", help="look at a dataset: duplicates, leakage, label errors; sample grid",
                             description="Tools for a dataset before training.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=parser_class, required=True)
     show = actions.add_parser("show", help="write a PNG grid of random images of every class",
@@ -120,6 +120,25 @@ def add_data(commands, parser_class) -> None:
     show.add_argument("--data-root", help="where built-in datasets are stored")
     show.add_argument("--seed", type=int, default=0)
     show.set_defaults(handler=_run_data_show)
+    check = actions.add_parser(
+        "check", help="find leakage, duplicates, label errors, imbalance and odd images (moves nothing)",
+        description="Read every image of DATA once and report: images per class and split, imbalance, unreadable, "
+        "tiny, oddly shaped, EXIF-rotated and near-constant images, exact and near-duplicate pairs within and across "
+        "splits (leakage) and with different labels (conflicts); with --run, likely label errors. Writes "
+        "data_check.json and a self-contained data_check.html. Nothing is moved, renamed or deleted.")
+    check.add_argument("data", metavar="DATA", help="dataset folder (class folders, or train/val/test) or built-in name")
+    check.add_argument("--run", dest="runs", action="append", default=[], metavar="RUN",
+                       help="a run trained on DATA: its held-out predictions rank likely label errors (repeatable: "
+                       "runs that held out different images cover more of them)")
+    check.add_argument("--out", metavar="DIR", help="where to write (default ./<data>-data-check/)")
+    check.add_argument("--threshold", type=float, default=None,
+                       help="aligned similarity from which two images are near-duplicates (default 0.9985)")
+    check.add_argument("--search", choices=("auto", "hash", "neighbours"), default="auto",
+                       help="near-duplicate candidates: perceptual hashes (fast; misses crops), nearest neighbours too "
+                       "(finds crops; quadratic), or auto: neighbours up to 20,000 images")
+    check.add_argument("--group-by", metavar="REGEX|CSV", help="report groups (patients) found in several splits")
+    check.add_argument("--data-root", help="where built-in datasets are stored")
+    check.set_defaults(handler=_run_data_check)
 
 
 def _run_data_show(args) -> int:
@@ -128,6 +147,15 @@ def _run_data_show(args) -> int:
 
     path = show_data(args.data, args.out, args.split, args.per_class, args.img_size, args.data_root, args.seed)
     get_console().print(f"sample grid: {path}")
+    return 0
+
+
+def _run_data_check(args) -> int:
+    from imgcls.data.near_duplicates import DEFAULT_THRESHOLD
+    from imgcls.workflows.check_data import check_data
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    check_data(args.data, args.runs, args.out, threshold, args.search, args.group_by, args.data_root)
     return 0
 
 

@@ -67,6 +67,12 @@ def _add_data_flags(g) -> None:
                    "on smaller images, e.g. 20:6,24:5 (6 epochs at 20 px, 5 at 24, the rest at the full size)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no horizontal flips")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class in each split")
+    g.add_argument("--group-by", metavar="REGEX|CSV",
+                   help="images that belong together (a patient): a pattern in the file path (its first group names "
+                        "the group) or a CSV of file,group; a group never spans two splits")
+    g.add_argument("--dedupe", action="store_true", default=None,
+                   help="pre-split folders: leave out val/test files byte-identical to a training file (listed in "
+                        "deduped.txt)")
     g.add_argument("--data-root", help="where built-in datasets are stored (default ~/.cache/imgcls/datasets)")
     g.add_argument("--workers", type=int, help="data loader worker processes (default: 0 on a CPU where decoded "
                    "images are cached and augmentation is light or none, else 2)")
@@ -87,6 +93,10 @@ def _add_optimization_flags(g) -> None:
     g.add_argument("--warmup-epochs", type=float, help="linear warmup length, at most a quarter of the run (default 1)")
     g.add_argument("--step-epochs", type=int, help="step scheduler: decay every N epochs")
     g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--class-weights", choices=("auto", "none"),
+                   help="auto: weight the loss by inverse class frequency, for imbalanced data (default none)")
+    g.add_argument("--sampler", choices=("shuffle", "balanced"),
+                   help="balanced: draw every class equally often in each epoch, with replacement (default shuffle)")
 
 
 def _add_run_flags(g) -> None:

@@ -18,6 +18,7 @@ from imgcls.data.builtin import BUILTINS, builtin_name, load_builtin
 from imgcls.data.cache import LazyImages, MappedImages, choose_cache, decoded_bytes, disk_cache, select_images
 from imgcls.data.folders import FileSplit, scan_folder
 from imgcls.data.images import DECODE_ERRORS, GRAYSCALE_MODES, decode_image, read_mode
+from imgcls.data.leakage import copies_across, copies_warning, groups_across, split_keeping_groups, without_copies
 from imgcls.data.split import cap_per_class, stratified_split
 from imgcls.errors import ImgclsError, describe
 
@@ -45,6 +46,7 @@ class DataBundle:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[str] = field(default_factory=list)
     cache: str = "ram"  # where the decoded images live: ram, disk (memory-mapped) or none (decoded per access)
+    dropped_copies: list[tuple[str, str]] = field(default_factory=list)  # (val/test file, its twin) by --dedupe
 
     def class_counts(self, split: str) -> list[int]:
         """Number of images of each class in `split`."""
@@ -146,29 +148,44 @@ def _adapt(images, channels: int, img_size: int, interpolation: str = "bilinear"
     return images.contiguous()
 
 
-def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize: tuple[int, str], whole: bool,
-                  cache_dir: Path, processes: int) -> DataBundle:
+def _split_files(folder: Path, config: DataConfig, seed: int, whole: bool, workers: int, warnings: list[str]
+                 ) -> tuple[list[str], dict[str, FileSplit], list[tuple[str, Path, Path]]]:
+    """The class names and the files of each split: a class-per-folder dataset split here (groups and byte-identical copies kept
+    in one split), a pre-split folder as it is (its cross-split copies reported, or dropped with --dedupe)."""
     scan = scan_folder(folder)
-    splits: dict[str, FileSplit] = {}
-    if "all" in scan.splits and not whole:
-        everything = scan.splits["all"]
-        parts = stratified_split(everything.labels, [config.val_split, config.test_split], seed)
-        for split_name, indices in zip(("train", "val", "test"), parts):
-            if len(indices):
-                splits[split_name] = everything.subset(indices)
-    elif "val" not in scan.splits and "train" in scan.splits and not whole and config.val_split > 0:
-        train = scan.splits["train"]
-        train_index, val_index = stratified_split(train.labels, [config.val_split], seed)
-        splits["train"], splits["val"] = train.subset(train_index), train.subset(val_index)
+    warnings.extend(scan.warnings)
+    fractions = {"all": [config.val_split, config.test_split], "train": [config.val_split]}
+    to_split = next((name for name in ("all", "train") if name in scan.splits), None)
+    if whole or to_split is None or (to_split == "train" and ("val" in scan.splits or config.val_split <= 0)):
+        splits = dict(scan.splits)
+    else:
+        parts, notes = split_keeping_groups(scan.splits[to_split], fractions[to_split], seed, folder,
+                                            config.group_by, workers)
+        warnings.extend(notes)
+        splits = {name: scan.splits[to_split].subset(indices)
+                  for name, indices in zip(("train", "val", "test"), parts) if len(indices)}
         if "test" in scan.splits:
             splits["test"] = scan.splits["test"]
-    else:
-        splits = dict(scan.splits)
+    if whole or set(splits) == {"train"} or "all" in splits:
+        return scan.class_names, splits, []
+    if config.group_by and to_split != "all":
+        warnings.extend(groups_across(splits, folder, config.group_by))
+    copies = copies_across(splits, workers)
+    if copies:
+        warnings.append(copies_warning(copies, config.dedupe))
+        if config.dedupe:
+            splits = without_copies(splits, copies)
+    return scan.class_names, splits, copies if config.dedupe else []
 
+
+def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize: tuple[int, str], whole: bool,
+                  cache_dir: Path, processes: int) -> DataBundle:
+    workers = max(1, config.workers or os.cpu_count() or 1)
+    warnings: list[str] = []
+    class_names, splits, dropped = _split_files(folder, config, seed, whole, workers, warnings)
     if config.max_per_class is not None:  # cap before decoding: a few samples of a big folder decode fast
         for split_name, split in splits.items():
             splits[split_name] = split.subset(cap_per_class(split.labels, config.max_per_class, seed))
-    workers = max(1, config.workers or os.cpu_count() or 1)
     skipped: list[tuple[str, str]] = []
     if channels is None:
         channels = _detect_channels(splits, workers, skipped)
@@ -185,8 +202,8 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize:
     else:  # disk, or several processes: one decodes into the memory-mapped cache, all share its pages
         decoded = _from_disk_cache(files, splits, resize, channels, cache_dir, workers, skipped)
         mode = "disk" if mode == "disk" else f"disk, shared by {processes} processes"
-    return DataBundle(str(folder), scan.class_names, channels, img_size, True, decoded, skipped, scan.warnings,
-                      cache=mode)
+    return DataBundle(str(folder), class_names, channels, img_size, True, decoded, skipped, warnings,
+                      cache=mode, dropped_copies=[(str(path), str(twin)) for _, path, twin in dropped])
 
 
 def _long(labels: np.ndarray):

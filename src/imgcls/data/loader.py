@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from imgcls.data.build import ImageSplit
 from imgcls.data.transforms import normalize_batch
@@ -81,14 +81,22 @@ def _batch_as_is(batch):
 
 
 def make_loader(dataset: _BatchDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
-                drop_last: bool = False) -> DataLoader:
-    """A DataLoader that fetches whole batches from `dataset` (workers run the augmentation)."""
+                drop_last: bool = False, balanced: bool = False) -> DataLoader:
+    """A DataLoader that fetches whole batches from `dataset` (workers run the augmentation); `balanced` draws
+    every class equally often, with replacement, as many images per epoch as the dataset has."""
     generator = torch.Generator()
     generator.manual_seed(seed)
+    sampler = None
+    if balanced:
+        labels = dataset.labels
+        per_class = torch.bincount(labels).double()
+        weights = (1.0 / per_class)[labels].tolist()
+        sampler = WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=_batch_as_is,
         generator=generator,

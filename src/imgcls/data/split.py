@@ -43,3 +43,39 @@ def cap_per_class(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
             indices = rng.choice(indices, size=limit, replace=False)
         kept.append(indices)
     return np.sort(np.concatenate(kept)) if kept else np.array([], dtype=np.int64)
+
+
+def grouped_stratified_split(labels: np.ndarray, groups: np.ndarray, fractions: list[float], seed: int
+                             ) -> list[np.ndarray]:
+    """As `stratified_split`, but every group (same id in `groups`) lands whole in one part.
+
+    Greedy, largest groups first (ties in seeded random order): each group goes to the part whose per-class
+    counts it brings closest to that part's share. A class missing from the first part afterwards gets its
+    smallest group moved there. When every group is a single sample this is `stratified_split` itself.
+    """
+    if len(np.unique(groups)) == len(groups):
+        return stratified_split(labels, fractions, seed)
+    classes = np.unique(labels)
+    class_index = np.searchsorted(classes, labels)
+    shares = np.asarray([1.0 - sum(fractions), *fractions])
+    targets = shares[:, None] * np.bincount(class_index, minlength=len(classes))[None, :]
+    members = [np.flatnonzero(groups == group) for group in np.unique(groups)]
+    histograms = [np.bincount(class_index[rows], minlength=len(classes)) for rows in members]
+    order = np.random.default_rng(seed).permutation(len(members))
+    order = order[np.argsort([-len(members[g]) for g in order], kind="stable")]
+    current = np.zeros_like(targets)
+    part_of = np.zeros(len(members), dtype=np.int64)
+    for group in order:
+        added = histograms[group][None, :]
+        cost = ((current + added - targets) ** 2 - (current - targets) ** 2).sum(axis=1)
+        cost[shares <= 0] = np.inf
+        part_of[group] = int(np.argmin(cost))
+        current[part_of[group]] += histograms[group]
+    for c in np.flatnonzero(current[0] == 0):  # every class keeps a training sample
+        holders = [g for g in range(len(members)) if histograms[g][c] and part_of[g] != 0]
+        smallest = min(holders, key=lambda g: len(members[g]))
+        current[part_of[smallest]] -= histograms[smallest]
+        current[0] += histograms[smallest]
+        part_of[smallest] = 0
+    return [np.sort(np.concatenate([members[g] for g in np.flatnonzero(part_of == part)] or [np.array([], int)]))
+            .astype(np.int64) for part in range(len(shares))]

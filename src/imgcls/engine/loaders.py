@@ -36,7 +36,8 @@ def make_loaders(bundle: DataBundle, plan: TrainPlan) -> dict[str, DataLoader]:
     augment = train_transform(plan.augment, plan.img_size, plan.hflip, plan.crop_padding, plan.erase)
     train_set = TensorImageDataset(bundle.splits["train"], plan.mean, plan.std, augment, plan.channels_last)
     train_loader = make_loader(train_set, plan.batch_size, shuffle=True, workers=plan.workers, seed=plan.seed,
-                               drop_last=drops_ragged_batch(len(train_set), plan.global_batch_size))
+                               drop_last=drops_ragged_batch(len(train_set), plan.global_batch_size),
+                               balanced=plan.sampler == "balanced")
     loaders = {"train": train_loader}
     measured = measured_splits(bundle, plan)
     for split, source in (("train_eval", "train"), ("val", "val"), ("test", "test")):

@@ -77,7 +77,8 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
     scheduler = build_scheduler(optimizer, plan, len(loaders["train"]))
     model, optimizer, scheduler, train_loader = accelerator.prepare(model, optimizer, scheduler, loaders["train"])
     eval_loaders = {name: accelerator.prepare(loader) for name, loader in loaders.items() if name != "train"}
-    criterion = nn.CrossEntropyLoss(label_smoothing=plan.label_smoothing)
+    weights = torch.tensor(plan.class_weights, device=accelerator.device) if plan.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=plan.label_smoothing)
     state = _starting_state(accelerator, run, resume)
     monitor = plan.monitor if "val" in eval_loaders else None
 

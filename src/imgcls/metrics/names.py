@@ -27,6 +27,26 @@ METRIC_LABELS = {
 }
 
 
+IMBALANCED = 3.0  # largest / smallest class from which tables lead with balanced accuracy and per-class sensitivity
+LEAD_WHEN_IMBALANCED = ("balanced_accuracy", "recall_macro")
+
+
+def imbalance_ratio(metrics: dict) -> float:
+    """Largest / smallest class support of the training split of a metrics.json dict (else its first split)."""
+    split = metrics.get("train") or next(iter(metrics.values()))
+    supports = [entry["support"] for entry in split.get("per_class", {}).values()]
+    if not supports:
+        return 1.0
+    return float("inf") if min(supports) == 0 else max(supports) / min(supports)
+
+
+def metric_order(imbalanced: bool) -> list[str]:
+    """The metrics' keys in the order tables show them: balanced accuracy and mean sensitivity first when the
+    data is imbalanced (accuracy mostly measures the largest class there)."""
+    lead = list(LEAD_WHEN_IMBALANCED) if imbalanced else []
+    return lead + [key for key in METRIC_LABELS if key not in lead]
+
+
 def positive_index(class_names: list[str], positive: str | None) -> int:
     """Index of the positive class for two-class metrics: a class name or index; default the second class."""
     if positive is None:

@@ -14,7 +14,7 @@ import jinja2
 
 from imgcls import __version__
 from imgcls.atomic import write_text_atomic
-from imgcls.metrics import METRIC_LABELS
+from imgcls.metrics import IMBALANCED, METRIC_LABELS, imbalance_ratio, metric_order
 from imgcls.reporting import catalog
 from imgcls.reporting.tables import format_value
 from imgcls.run_files import RunFolder
@@ -60,7 +60,8 @@ def _figures(folder: RunFolder, splits: list[str], num_classes: int) -> list[dic
 def metric_rows(metrics: dict, splits: list[str]) -> list[dict]:
     """Rows of (label, [value, interval text] per split) for every scalar metric present."""
     rows = []
-    for key, label in METRIC_LABELS.items():
+    for key in metric_order(imbalance_ratio(metrics) >= IMBALANCED):
+        label = METRIC_LABELS[key]
         if not any(key in metrics[split] for split in splits):
             continue
         cells = []
@@ -71,6 +72,14 @@ def metric_rows(metrics: dict, splits: list[str]) -> list[dict]:
                           "interval": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""})
         rows.append({"label": label, "cells": cells})
     return rows
+
+
+def _imbalance_note(metrics: dict) -> str:
+    ratio = imbalance_ratio(metrics)
+    if ratio < IMBALANCED:
+        return ""
+    return (f" The data is imbalanced (largest class / smallest: {ratio:.1f}): accuracy mostly measures the largest "
+            f"class, so balanced accuracy and the mean sensitivity lead, and each class's sensitivity is below.")
 
 
 def _per_class(metrics: dict, splits: list[str]) -> list[dict]:
@@ -184,7 +193,7 @@ def build_report(folder: RunFolder, title: str | None = None) -> Path:
         splits=splits,
         num_samples={split: metrics[split]["num_samples"] for split in splits},
         metric_rows=metric_rows(metrics, splits),
-        interval_note=INTERVAL_NOTE,
+        interval_note=INTERVAL_NOTE + _imbalance_note(metrics),
         class_counts=_class_counts(metrics, splits),
         per_class=_per_class(metrics, splits),
         figure_sections=_figures(folder, splits, len(metrics[splits[0]]["per_class"])),

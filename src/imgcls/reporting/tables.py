@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from imgcls.console import get_console
-from imgcls.metrics import METRIC_LABELS
+from imgcls.metrics import IMBALANCED, METRIC_LABELS, imbalance_ratio, metric_order
 
 
 def format_value(value) -> str:
@@ -40,7 +40,9 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
         split_metrics = metrics_by_split[split]
         of = f" of {split_metrics['sample_of']}" if "sample_of" in split_metrics else ""
         summary.add_column(f"{split} ({split_metrics['num_samples']}{of})", justify="right")
-    for key, label in METRIC_LABELS.items():
+    imbalanced = imbalance_ratio(metrics_by_split) >= IMBALANCED
+    for key in metric_order(imbalanced):
+        label = METRIC_LABELS[key]
         if any(key in metrics for metrics in metrics_by_split.values()):
             summary.add_row(label, *(escape(_fmt_with_interval(metrics_by_split[s].get(key, {}))) for s in splits))
     console.print(summary)

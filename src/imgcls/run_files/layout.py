@@ -3,7 +3,7 @@
 ```
 RUN/  config.yaml plan.json classes.json history.csv metrics.json run.json best.safetensors head.safetensors
       last/ (trainer_state.json + Accelerate's files)  predictions/<split>.npz, <split>_mistakes.csv
-      plots/*.png  report.html  skipped.txt  eval/<data>-<split>/ (the same layout for one evaluation)
+      plots/*.png  report.html  skipped.txt  deduped.txt  eval/<data>-<split>/ (the same layout for one evaluation)
 ```
 Run folders of imgcls 0.1 (no plan.json, run.json without a schema number) are read too.
 """
@@ -34,6 +34,7 @@ LAST = "last"
 TRAINER_STATE = "trainer_state.json"
 REPORT = "report.html"
 SKIPPED = "skipped.txt"
+DEDUPED = "deduped.txt"
 PLOTS = "plots"
 PREDICTIONS = "predictions"
 EVALUATIONS = "eval"
@@ -147,6 +148,9 @@ class RunFolder:
     def write_classes(self, class_names: list[str]) -> None:
         write_json_atomic(self.path / CLASSES, list(class_names))
 
+    def read_classes(self) -> list[str] | None:
+        return _read_json(self.path / CLASSES)
+
     def write_history(self, rows: list[dict]) -> None:
         """history.csv: one row per epoch, columns in first-seen order."""
         columns: list[str] = []
@@ -188,6 +192,10 @@ class RunFolder:
     @property
     def skipped_file(self) -> Path:
         return self.path / SKIPPED
+
+    def write_deduped(self, dropped: list[tuple[str, str]]) -> None:
+        """The val/test files --dedupe left out, each with the file of an earlier split it copies."""
+        write_text_atomic(self.path / DEDUPED, "".join(f"{path}\t{twin}\n" for path, twin in sorted(dropped)))
 
 
 def _read_json(path: Path) -> Any:

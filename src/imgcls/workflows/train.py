@@ -173,6 +173,8 @@ def _record_start(run: RunFolder, config: Config, plan: TrainPlan, bundle: DataB
     plan.json (as decided), classes.json and the summary on the console."""
     if bundle.skipped:
         run.write_skipped(bundle.skipped)
+    if bundle.dropped_copies:
+        run.write_deduped(bundle.dropped_copies)
     warn_about_data(bundle, run.skipped_file if bundle.skipped else None)
     if resumed:
         if run.read_plan() != plan.to_dict():
