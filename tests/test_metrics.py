@@ -177,3 +177,19 @@ def test_metrics_json_carries_intervals():
     for name in ("accuracy", "balanced_accuracy", "f1_macro", "mcc", "roc_auc", "sensitivity", "specificity"):
         low, high = result[name]["ci95"]
         assert low <= result[name]["value"] <= high, name
+
+
+def test_imbalanced_data_leads_with_balanced_accuracy_and_mean_sensitivity():
+    from imgcls.metrics import imbalance_ratio, metric_order
+    from imgcls.reporting.html import metric_rows
+
+    def split(supports):
+        return {"per_class": {f"c{i}": {"support": n} for i, n in enumerate(supports)},
+                "accuracy": {"value": 0.9}, "balanced_accuracy": {"value": 0.6}, "recall_macro": {"value": 0.6}}
+
+    imbalanced = {"train": split([1000, 100]), "test": split([500, 500])}
+    assert imbalance_ratio(imbalanced) == 10.0
+    assert [row["label"] for row in metric_rows(imbalanced, ["train", "test"])][:3] == [
+        "balanced accuracy", "sensitivity / recall (macro)", "accuracy"]
+    balanced = {"train": split([100, 90])}
+    assert metric_order(imbalance_ratio(balanced) >= 3)[0] == "accuracy"

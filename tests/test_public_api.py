@@ -76,16 +76,20 @@ def test_evaluate_explain_and_report_in_bf16_on_a_model_with_a_spatial_layer(fmn
 # the CLI's flags and the API's parameters, verb by verb: the same names, except these (CLI dest -> API name)
 VERBS = {"eval": ("evaluate", {"data": "data"}), "predict": ("predict", {}), "export": ("export", {"format": "export_format"}),
          "explain": ("explain", {"images": "inputs"}), "report": ("report", {}), "compare": ("compare", {}),
-         "summary": ("summary", {}), "models": ("list_models", {})}
+         "summary": ("summary", {}), "models": ("list_models", {}), "data check": ("check_data", {}),
+         "data show": ("show_data", {"data": "source"})}
 CLI_ONLY = {"predict": {"items", "model", "weights", "pretrained", "format"},  # items = [RUN] IMAGE...; --model:
             "compare": set(), "summary": set(), "models": set()}                # load_pretrained; format: printing
-API_ONLY = {"predict": {"run", "inputs"}}  # the CLI's items are [RUN] IMAGE...
+API_ONLY = {"predict": {"run", "inputs"}, "data check": {"quiet"}}  # the CLI's items are [RUN] IMAGE...
 
 
 def _cli_options(verb: str) -> set[str]:
+    """The dests of a verb's flags ("data check": a verb's action)."""
     parser = build_parser()
-    subparsers = next(action for action in parser._actions if action.dest == "command")
-    return {action.dest for action in subparsers.choices[verb]._actions if action.dest != "help"}
+    for word, dest in zip(verb.split(), ("command", "action")):
+        subparsers = next(action for action in parser._actions if action.dest == dest)
+        parser = subparsers.choices[word]
+    return {action.dest for action in parser._actions if action.dest != "help"}
 
 
 @pytest.mark.parametrize("verb", sorted(VERBS))

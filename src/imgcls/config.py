@@ -239,7 +239,13 @@ def _validate_progressive(config: Config) -> None:
 
 def validate(config: Config) -> None:
     """Reject values that cannot work, naming the flag and the accepted range."""
-    data, optim, train = config.data, config.optim, config.train
+    _validate_data(config.data)
+    _validate_progressive(config)
+    _validate_optim(config.optim)
+    _validate_model_and_train(config)
+
+
+def _validate_data(data: DataConfig) -> None:
     if not data.source:
         raise ImgclsError("no dataset given; pass a folder of images or a built-in name such as fashion-mnist")
     if not 0.0 <= data.val_split < 1.0:
@@ -258,30 +264,35 @@ def validate(config: Config) -> None:
         raise ImgclsError(f"--workers must be 0 or more, got {data.workers}")
     _choice(data.augment, AUGMENTS, "--augment")
     _choice(data.cache, CACHES, "--cache")
+    _choice(data.sampler, SAMPLERS, "--sampler")
     if not 0.0 <= data.erase <= 1.0:
         raise ImgclsError(f"--erase is the fraction of images to erase a rectangle in: 0 to 1, got {data.erase}")
     if data.erase and data.augment != "light":
         raise ImgclsError(f"--erase belongs to --augment light ('{data.augment}' has its own); drop it or use light")
-    _validate_progressive(config)
     if data.crop_padding is not None and data.crop_padding < 0:
         raise ImgclsError(f"--crop-padding must be 0 or more, got {data.crop_padding}")
+
+
+def _validate_optim(optim: OptimConfig) -> None:
     _choice(optim.optimizer, OPTIMIZERS, "--optimizer")
     _choice(optim.scheduler, SCHEDULERS, "--scheduler")
-    _choice(train.precision, PRECISIONS, "--precision")
-    _choice(train.monitor, MONITORS, "--monitor")
+    _choice(optim.class_weights, CLASS_WEIGHTS, "--class-weights")
     if optim.lr is not None and not optim.lr > 0:
         raise ImgclsError(f"--lr must be positive, got {optim.lr}")
     if optim.weight_decay is not None and optim.weight_decay < 0:
         raise ImgclsError(f"--weight-decay must be 0 or more, got {optim.weight_decay}")
-    _choice(optim.class_weights, CLASS_WEIGHTS, "--class-weights")
-    _choice(data.sampler, SAMPLERS, "--sampler")
     if not 0.0 <= optim.label_smoothing < 1.0:
         raise ImgclsError(f"--label-smoothing must be in [0, 1), got {optim.label_smoothing}")
     if optim.warmup_epochs < 0:
         raise ImgclsError(f"--warmup-epochs must be 0 or more, got {optim.warmup_epochs}")
     if optim.step_epochs < 1:
         raise ImgclsError(f"--step-epochs must be at least 1, got {optim.step_epochs}")
-    model = config.model
+
+
+def _validate_model_and_train(config: Config) -> None:
+    model, train = config.model, config.train
+    _choice(train.precision, PRECISIONS, "--precision")
+    _choice(train.monitor, MONITORS, "--monitor")
     if model.freeze_epochs < 0:
         raise ImgclsError(f"--freeze-epochs must be 0 or more, got {model.freeze_epochs}")
     if not model.backbone_lr_scale > 0:

@@ -98,7 +98,8 @@ def test_a_pre_split_folder_with_copies_warns_and_dedupe_drops_them(tmp_path):
         for label in ("a", "b"):
             (root / split / label).mkdir(parents=True)
             for index in range(10):
-                Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / split / label / f"{index}.png")
+                pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / label / f"{index}.png")
     shutil.copyfile(root / "train" / "a" / "3.png", root / "test" / "a" / "leaked.png")
     shutil.copyfile(root / "train" / "b" / "4.png", root / "test" / "b" / "also_leaked.png")
     kept = build_dataset(DataConfig(source=str(root)), seed=0, img_size=8)
@@ -115,3 +116,33 @@ def test_grouped_split_without_groups_is_the_stratified_split():
     grouped = grouped_stratified_split(labels, np.arange(len(labels)), [0.2, 0.1], seed=5)
     plain = stratified_split(labels, [0.2, 0.1], seed=5)
     assert all((a == b).all() for a, b in zip(grouped, plain))
+
+
+def test_the_balanced_sampler_draws_every_class_about_equally():
+    import torch
+
+    from imgcls.data.loader import FeatureDataset, make_loader
+
+    labels = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    dataset = FeatureDataset(torch.zeros(len(labels), 1), labels)
+    loader = make_loader(dataset, 100, shuffle=True, workers=0, seed=0, balanced=True)
+    drawn = torch.cat([batch_labels for _, batch_labels in loader])
+    assert len(drawn) == len(labels)
+    shares = torch.bincount(drawn, minlength=3).float() / len(drawn)
+    assert ((shares - 1 / 3).abs() < 0.06).all()
+    plain = torch.cat([batch_labels for _, batch_labels in make_loader(dataset, 100, True, 0, 0)])
+    assert torch.bincount(plain).tolist() == [900, 90, 10]
+
+
+def test_a_pre_split_folder_whose_patients_span_splits_is_named_in_one_warning(tmp_path):
+    root = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    for split, patients in (("train", range(0, 6)), ("val", range(5, 8))):  # patient 5 in both
+        for patient in patients:
+            for label in ("a", "b"):
+                (root / split / label).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+                    root / split / label / f"p{patient}_{label}.png")
+    bundle = build_dataset(DataConfig(source=str(root), group_by=r"p(\d+)_"), seed=0, img_size=8)
+    spanning = [w for w in bundle.warnings if "--group-by" in w]
+    assert len(spanning) == 1 and "1 group(s)" in spanning[0] and "(5)" in spanning[0]

@@ -126,13 +126,14 @@ def add_data(commands, parser_class) -> None:
         "tiny, oddly shaped, EXIF-rotated and near-constant images, exact and near-duplicate pairs within and across "
         "splits (leakage) and with different labels (conflicts); with --run, likely label errors. Writes "
         "data_check.json and a self-contained data_check.html. Nothing is moved, renamed or deleted.")
-    check.add_argument("data", metavar="DATA", help="dataset folder (class folders, or train/val/test) or built-in name")
+    check.add_argument("data", metavar="DATA",
+                       help="dataset folder (class folders, or train/val/test) or built-in name")
     check.add_argument("--run", dest="runs", action="append", default=[], metavar="RUN",
                        help="a run trained on DATA: its held-out predictions rank likely label errors (repeatable: "
                        "runs that held out different images cover more of them)")
     check.add_argument("--out", metavar="DIR", help="where to write (default ./<data>-data-check/)")
     check.add_argument("--threshold", type=float, default=None,
-                       help="aligned similarity from which two images are near-duplicates (default 0.9985)")
+                       help="aligned similarity from which two images are near-duplicates (default 0.9986)")
     check.add_argument("--search", choices=("auto", "hash", "neighbours"), default="auto",
                        help="near-duplicate candidates: perceptual hashes (fast; misses crops), nearest neighbours too "
                        "(finds crops; quadratic), or auto: neighbours up to 20,000 images")
@@ -151,11 +152,9 @@ def _run_data_show(args) -> int:
 
 
 def _run_data_check(args) -> int:
-    from imgcls.data.near_duplicates import DEFAULT_THRESHOLD
     from imgcls.workflows.check_data import check_data
 
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    check_data(args.data, args.runs, args.out, threshold, args.search, args.group_by, args.data_root)
+    check_data(args.data, args.runs, args.out, args.threshold, args.search, args.group_by, args.data_root)
     return 0
 
 

@@ -150,8 +150,9 @@ def _adapt(images, channels: int, img_size: int, interpolation: str = "bilinear"
 
 def _split_files(folder: Path, config: DataConfig, seed: int, whole: bool, workers: int, warnings: list[str]
                  ) -> tuple[list[str], dict[str, FileSplit], list[tuple[str, Path, Path]]]:
-    """The class names and the files of each split: a class-per-folder dataset split here (groups and byte-identical copies kept
-    in one split), a pre-split folder as it is (its cross-split copies reported, or dropped with --dedupe)."""
+    """The class names and the files of each split: a class-per-folder dataset split here (groups and
+    byte-identical copies kept in one split), a pre-split folder as it is (its cross-split copies reported, or
+    dropped with --dedupe)."""
     scan = scan_folder(folder)
     warnings.extend(scan.warnings)
     fractions = {"all": [config.val_split, config.test_split], "train": [config.val_split]}

@@ -70,7 +70,8 @@ def group_names(group_by: str, paths: list[Path], root: Path) -> tuple[list[str 
     if missing == len(found):
         raise ImgclsError(f"--group-by '{group_by}' gives no file a group; check the pattern against a file path "
                           f"such as {paths[0].relative_to(root) if paths and paths[0].is_relative_to(root) else ''}")
-    warnings = [f"--group-by: {missing} of {len(found)} files are in no group; each stays on its own"] if missing else []
+    warnings = [f"--group-by: {missing} of {len(found)} files are in no group; each stays on its own"
+                ] if missing else []
     return found, warnings
 
 

@@ -126,7 +126,8 @@ def check_images(images: Images, prints: Fingerprints, readable: list[int], unre
              for n, first in enumerate(members) for second in members[n + 1:]]
     in_group = {member for members in groups for member in members[1:]}  # one of each exact set is compared
     eligible = ~prints.flat & np.asarray([int(row) not in in_group for row in rows], dtype=bool)
-    near, search = near_duplicate_pairs(prints.thumbs, eligible, threshold, search)
+    sides = np.minimum(prints.width, prints.height)
+    near, search = near_duplicate_pairs(prints.thumbs, eligible, sides, threshold, search)
     pairs += [Pair(int(rows[p.first]), int(rows[p.second]), p.similarity, "near", p.mirrored) for p in near]
     return DataHealth(
         images=images, counts=counts, imbalance_ratio=_imbalance(counts),

@@ -61,7 +61,8 @@ def copies_warning(copies: list[tuple[str, Path, Path]], dedupe: bool) -> str:
     more = f" and {len(copies) - NAMED} more" if len(copies) > NAMED else ""
     action = ("dropped from val/test (--dedupe; listed in the run folder)" if dedupe else
               "the test score will be optimistic; --dedupe drops them, 'imgcls data check' finds near copies too")
-    return f"{len(copies)} file(s) in val/test are byte-identical to files of an earlier split ({named}{more}): {action}"
+    return (f"{len(copies)} file(s) in val/test are byte-identical to files of an earlier split ({named}{more}): "
+            f"{action}")
 
 
 def without_copies(splits: dict[str, FileSplit], copies: list[tuple[str, Path, Path]]) -> dict[str, FileSplit]:

@@ -12,7 +12,7 @@ candidate pair on its own.
    32x32 blurred thumbnails, in both directions and, when worth it, both orientations) and scored by the
    normalised cross-correlation of the aligned central region: 1.0 for the same pixels, about 0.999 for a
    re-encoded, resized, cropped or brightened copy; distinct photos of near-identical products reach 0.998
-   (Fashion-MNIST's trousers), which is why DEFAULT_THRESHOLD sits at 0.9985 (docs/data-health.md).
+   (Fashion-MNIST's trousers), which is why DEFAULT_THRESHOLD sits at 0.9986 (docs/data-health.md).
 
 A pair is reported with its own score; pairs are never chained into clusters, so A~B and B~C say nothing
 about A and C.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from imgcls.data.perceptual_hash import close_pairs, phash
 
-DEFAULT_THRESHOLD = 0.9985  # aligned similarity at which a pair is reported (docs/data-health.md: how chosen)
+DEFAULT_THRESHOLD = 0.9986  # aligned similarity at which a pair is reported (docs/data-health.md: how chosen)
 CANDIDATE_FLOOR = 0.8  # descriptor similarity below which a neighbour is not a candidate
 ALIGN_FLOOR = 0.85  # unaligned similarity below which a neighbour is not worth aligning (5 % crops: from 0.87)
 HASH_ALIGN_FLOOR = 0.99  # the same for hash candidates (re-encoded, resized, brightened, mirrored: from 0.995)
@@ -37,6 +37,7 @@ NEIGHBOUR_LIMIT = 20_000  # "auto" searches neighbours up to this many images (q
 _DESCRIPTOR = 16
 _ZOOM_WINDOWS = ((1, 1), (0, 0), (0, 2), (2, 0), (2, 2))  # 30x30 windows of the 32x32 thumbnail
 MAX_ZOOM, MAX_SHIFT = 0.07, 0.07  # how far alignment may scale and move (-1..1 units): a 5 % crop needs 0.053
+DETAIL_RATIO = 1.05  # sides this much apart are compared at the smaller one's detail (a 5 % crop is not)
 _CENTRE = 0.8  # the aligned comparison ignores the outer 10 % on each side (warped borders)
 
 
@@ -169,11 +170,29 @@ def _unaligned_similarity(blurred: torch.Tensor, pairs: list[tuple[int, int]], b
     return torch.cat(parts) if parts else torch.zeros(0, 2)
 
 
-def score_pairs(blurred: torch.Tensor, candidates: dict[tuple[int, int], float], batch: int = 4096
-                ) -> list[NearPair]:
+def _same_detail(first: torch.Tensor, second: torch.Tensor, first_sides: torch.Tensor, second_sides: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs' thumbnails with the sharper one of each pair brought down to the detail of the other, where
+    an image is smaller than a thumbnail: a copy resized from 28 to 25 px has lost detail its original keeps,
+    which would count against the pair."""
+    side = first.shape[-1]
+    target = torch.minimum(first_sides, second_sides)
+    first, second = first.clone(), second.clone()
+    for size in torch.unique(target[target < side]).tolist():
+        for images, sides in ((first, first_sides), (second, second_sides)):
+            rows = torch.nonzero((target == size) & (sides >= DETAIL_RATIO * size)).flatten()
+            if len(rows):
+                smaller = F.interpolate(images[rows], size=(size, size), mode="bilinear", antialias=True)
+                images[rows] = F.interpolate(smaller, size=(side, side), mode="bilinear", align_corners=False)
+    return first, second
+
+
+def score_pairs(blurred: torch.Tensor, candidates: dict[tuple[int, int], float], sides: torch.Tensor,
+                batch: int = 4096) -> list[NearPair]:
     """Every candidate pair with its similarity: the best, over both orientations, of the pair as it is and of
-    aligning either image onto the other. An orientation whose unaligned similarity is under the pair's floor
-    (`candidates[pair]`) is not aligned; both may be (a symmetric object matches its mirror image too)."""
+    aligning either image onto the other (at the detail of the smaller, `sides` being each image's short side).
+    An orientation whose unaligned similarity is under the pair's floor (`candidates[pair]`) is not aligned;
+    both may be (a symmetric object matches its mirror image too)."""
     pairs = list(candidates)
     if not pairs:
         return []
@@ -183,8 +202,9 @@ def score_pairs(blurred: torch.Tensor, candidates: dict[tuple[int, int], float],
             for mirror in (False, True) if values[mirror] >= candidates[pair]]
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
-        first = blurred[torch.tensor([i for (i, _), _ in chunk])]
-        second = blurred[torch.tensor([j for (_, j), _ in chunk])]
+        first_rows = torch.tensor([i for (i, _), _ in chunk])
+        second_rows = torch.tensor([j for (_, j), _ in chunk])
+        first, second = _same_detail(blurred[first_rows], blurred[second_rows], sides[first_rows], sides[second_rows])
         mirrored = torch.tensor([mirror for _, mirror in chunk]).view(-1, 1, 1, 1)
         second = torch.where(mirrored, second.flip(-1), second)
         aligned = torch.maximum(_aligned_similarity(first, second), _aligned_similarity(second, first))
@@ -194,10 +214,10 @@ def score_pairs(blurred: torch.Tensor, candidates: dict[tuple[int, int], float],
     return [NearPair(i, j, value, mirror) for (i, j), (value, mirror) in best.items()]
 
 
-def near_duplicate_pairs(thumbs: np.ndarray, eligible: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                         search: str = "auto") -> tuple[list[NearPair], str]:
+def near_duplicate_pairs(thumbs: np.ndarray, eligible: np.ndarray, sides: np.ndarray,
+                         threshold: float = DEFAULT_THRESHOLD, search: str = "auto") -> tuple[list[NearPair], str]:
     """Pairs of eligible thumbnails whose similarity reaches `threshold`, most similar first, and the search
-    used: "hash" (perceptual hashes within HASH_RADIUS bits: fast, misses crops), "neighbours" (that and the
+    used (`sides`: each image's short side in pixels): "hash" (perceptual hashes within HASH_RADIUS bits: fast, misses crops), "neighbours" (that and the
     nearest-neighbour search, which finds crops too; quadratic time) or "auto" (neighbours up to
     NEIGHBOUR_LIMIT eligible images)."""
     if search == "auto":
@@ -208,6 +228,6 @@ def near_duplicate_pairs(thumbs: np.ndarray, eligible: np.ndarray, threshold: fl
         candidates = dict.fromkeys(close_pairs(hashes, mirrored, HASH_RADIUS, eligible), HASH_ALIGN_FLOOR)
         if search == "neighbours":
             candidates.update(dict.fromkeys(neighbour_pairs(blurred, eligible), ALIGN_FLOOR))
-        scored = score_pairs(blurred, candidates)
+        scored = score_pairs(blurred, candidates, torch.as_tensor(sides, dtype=torch.long))
     reported = sorted((pair for pair in scored if pair.similarity >= threshold), key=lambda pair: -pair.similarity)
     return reported, search

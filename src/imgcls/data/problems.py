@@ -6,6 +6,7 @@ from pathlib import Path
 
 from imgcls.console import warn
 from imgcls.data.build import DataBundle
+from imgcls.data.health import IMBALANCED
 
 NAMED_SKIPPED = 3  # unreadable files named on the console; the rest are counted
 
@@ -14,6 +15,8 @@ def warn_about_data(bundle: DataBundle, listed_in: Path | None = None) -> None:
     """The data's warnings, then its unreadable files: a few named, all counted (and where they are listed)."""
     for message in bundle.warnings:
         warn(message)
+    for message in imbalance_warning(bundle):
+        warn(message)
     if not bundle.skipped:
         return
     named = sorted(bundle.skipped)[:NAMED_SKIPPED]
@@ -21,3 +24,16 @@ def warn_about_data(bundle: DataBundle, listed_in: Path | None = None) -> None:
     more = f" and {len(bundle.skipped) - len(named)} more" if len(bundle.skipped) > len(named) else ""
     where = f"; listed in {listed_in}" if listed_in is not None else ""
     warn(f"skipped {len(bundle.skipped)} unreadable image(s): {shown}{more}{where}")
+
+
+def imbalance_warning(bundle: DataBundle) -> list[str]:
+    """One line when the training split's largest class has IMBALANCED times the images of its smallest."""
+    if "train" not in bundle.splits:
+        return []
+    counts = bundle.class_counts("train")
+    if min(counts) and max(counts) < IMBALANCED * min(counts):
+        return []
+    ratio = (f"largest class {max(counts) / min(counts):.1f}x the smallest" if min(counts)
+             else "a class has no training image")
+    return [f"the training data is imbalanced ({ratio}): the report leads with balanced accuracy; "
+            f"--class-weights auto or --sampler balanced help the rare classes"]

@@ -75,7 +75,7 @@ def train_linear_probe(model: nn.Module, bundle: DataBundle, model_cfg: ModelCon
                                 feature_cache_key(model_cfg, bundle, plan))
     head = nn.Linear(features["train"][0].shape[1], num_classes)
     loaders = {"train": make_loader(FeatureDataset(*features["train"]), plan.batch_size, shuffle=True, workers=0,
-                                    seed=plan.seed)}
+                                    seed=plan.seed, balanced=plan.sampler == "balanced")}
     for name, split in (("train_eval", "train"), ("val", "val"), ("test", "test")):
         if split in features:
             loaders[name] = make_loader(FeatureDataset(*features[split]), plan.batch_size * 4, shuffle=False,

@@ -116,7 +116,8 @@ def write_data_check(folder: Path, health: DataHealth, source: str, picture: Pic
                    for c, name in enumerate(health.images.class_names)]
     page = template("data_check.html.j2").render(
         version=__version__, generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), source=source,
-        record=record, findings=finding_lines(record), splits=list(health.counts), counts_rows=counts_rows, pairs=rows, listed=LISTED,
+        record=record, findings=finding_lines(record), splits=list(health.counts), counts_rows=counts_rows,
+        pairs=rows, listed=LISTED,
         pairs_total=len(health.pairs), shown=len(rows), issues=issues)
     write_text_atomic(folder / HTML_NAME, page)
     return record

@@ -29,11 +29,13 @@ Checked = tuple[Images, Fingerprints, list[int], dict[int, str], Callable[[int],
 
 
 def check_data(data: str, runs: Sequence[str | Path] = (), out: str | Path | None = None,
-               threshold: float = DEFAULT_THRESHOLD, search: str = "auto", group_by: str | None = None,
+               threshold: float | None = None, search: str = "auto", group_by: str | None = None,
                data_root: str | None = None, quiet: bool = False) -> dict:
     """Check DATA (a folder, a train/val/test folder or a built-in name) and write data_check.json and
     data_check.html to `out` (default ./<data>-data-check/); with `runs`, rank likely label errors from their
-    held-out predictions. Returns the JSON record (schema: docs/data-health.md)."""
+    held-out predictions; `threshold`: the aligned similarity of a near-duplicate pair (default 0.9986).
+    Returns the JSON record (schema: docs/data-health.md)."""
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     _check_options(threshold, search)
     folder = Path(out).expanduser() if out else Path(default_run_name(data, "data-check"))
     if folder.exists() and not folder.is_dir():
