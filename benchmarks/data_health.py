@@ -222,7 +222,8 @@ def part_scale() -> str:
     return "\n".join([
         "## Data check: speed and memory",
         "",
-        "Fashion-MNIST's arrays (past 70,000: mirrored, 1-pixel-shifted copies of training images), in a fresh process each: "
+        "Fashion-MNIST's arrays (past 70,000: mirrored, 1-pixel-shifted copies of training images), in a fresh "
+        "process each: "
         "fingerprints (decoded-pixel digest, 32x32 thumbnail) then the near-duplicate search and alignment. "
         "Peak memory is the process's maximum resident set, imports (torch) included.",
         "",
