@@ -182,7 +182,7 @@ def part_fmnist(work: Path, docs: Path) -> str:
 # --- speed and memory ------------------------------------------------------------------------------------------
 
 _CHILD = """
-import sys, time, resource, numpy as np
+import sys, time, numpy as np
 from pathlib import Path
 from imgcls.data.builtin import load_builtin
 from imgcls.data.fingerprints import fingerprint_arrays
@@ -198,9 +198,11 @@ images = images[:count]
 started = time.perf_counter()
 prints = fingerprint_arrays(images)
 middle = time.perf_counter()
-pairs, used = near_duplicate_pairs(prints.thumbs, ~prints.flat, np.minimum(prints.width, prints.height), search=search)
+sides = np.minimum(prints.width, prints.height)
+pairs, used = near_duplicate_pairs(prints.thumbs, ~prints.flat, sides, search=search)
 done = time.perf_counter()
-print(middle - started, done - middle, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(pairs))
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))  # kB
+print(middle - started, done - middle, peak / 1024, len(pairs))
 """
 
 
@@ -225,7 +227,7 @@ def part_scale() -> str:
         "Fashion-MNIST's arrays (past 70,000: mirrored, 1-pixel-shifted copies of training images), in a fresh "
         "process each: "
         "fingerprints (decoded-pixel digest, 32x32 thumbnail) then the near-duplicate search and alignment. "
-        "Peak memory is the process's maximum resident set, imports (torch) included.",
+        "Peak memory is the process's maximum resident set (VmHWM), imports (torch) included.",
         "",
         "| images | search | fingerprints (s) | near pairs (s) | total (s) | images/s | peak memory (MiB) | pairs |",
         "|---|---|---|---|---|---|---|---|",

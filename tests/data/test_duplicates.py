@@ -59,6 +59,10 @@ def _photo_folder(root: Path) -> Path:
     for name in ("gray1.png", "gray2.png"):  # flat images collide under every hash
         Image.new("L", (64, 64), 128).save(root / "b" / name)
     Image.fromarray(np.tile(np.linspace(0, 255, 300, dtype=np.uint8), (20, 1))).save(root / "a" / "banner.png")
+    Image.fromarray(np.tile(np.linspace(0, 255, 6, dtype=np.uint8), (6, 1))).save(root / "a" / "tiny.png")
+    turned = Image.Exif()
+    turned[0x0112] = 6  # EXIF orientation: rotate 90 degrees to display
+    Image.fromarray(data.camera()).resize((64, 48)).save(root / "b" / "camera.jpg", exif=turned)
     return root
 
 
@@ -73,13 +77,15 @@ def test_exact_copies_conflicts_flat_images_and_odd_shapes(tmp_path):
     assert not any("gray" in first or "gray" in second for first, second in pairs)  # flagged, never paired
     assert sorted(Path(p).name for p in record["near_constant"]) == ["gray1.png", "gray2.png"]
     assert [Path(p).name for p in record["extreme_aspect"]] == ["banner.png"]
+    assert [Path(p).name for p in record["tiny"]] == ["tiny.png"]
+    assert [Path(p).name for p in record["exif_rotated"]] == ["camera.jpg"]
     assert all(p["similarity"] >= record["near_duplicate_threshold"] for p in record["pairs"])
     saved = json.loads((tmp_path / "check" / "data_check.json").read_text())
     assert saved["summary"] == record["summary"] and saved["schema"] == 1
     page = (tmp_path / "check" / "data_check.html").read_text()
     assert "same_pixels_other_format.bmp" in page and page.count("data:image/png;base64,") >= 4
     assert sorted(p.name for p in (root / "b").iterdir()) == sorted(  # nothing the user owns moved
-        ["same_pixels_other_format.bmp", "coffee.png", "rocket.png", "gray1.png", "gray2.png"])
+        ["same_pixels_other_format.bmp", "coffee.png", "rocket.png", "gray1.png", "gray2.png", "camera.jpg"])
 
 
 def test_bad_options_are_one_line_errors(tmp_path):

@@ -133,7 +133,7 @@ def add_data(commands, parser_class) -> None:
                        "runs that held out different images cover more of them)")
     check.add_argument("--out", metavar="DIR", help="where to write (default ./<data>-data-check/)")
     check.add_argument("--threshold", type=float, default=None,
-                       help="aligned similarity from which two images are near-duplicates (default 0.9986)")
+                       help="aligned similarity from which two images are near-duplicates (default 0.999)")
     check.add_argument("--search", choices=("auto", "hash", "neighbours"), default="auto",
                        help="near-duplicate candidates: perceptual hashes (fast; misses crops), nearest neighbours too "
                        "(finds crops; quadratic), or auto: neighbours up to 20,000 images")

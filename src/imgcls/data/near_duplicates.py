@@ -9,10 +9,11 @@ candidate pair on its own.
    keeps its `neighbours` best. Only a block of rows is in memory (`block` x N scores), never N x N; the
    time is quadratic, so "auto" uses it up to NEIGHBOUR_LIMIT images.
 2. Score. Each candidate pair is aligned (scale and shift, Lucas-Kanade: a few Gauss-Newton steps on the
-   32x32 blurred thumbnails, in both directions and, when worth it, both orientations) and scored by the
-   normalised cross-correlation of the aligned central region: 1.0 for the same pixels, about 0.999 for a
-   re-encoded, resized, cropped or brightened copy; distinct photos of near-identical products reach 0.998
-   (Fashion-MNIST's trousers), which is why DEFAULT_THRESHOLD sits at 0.9986 (docs/data-health.md).
+   32x32 blurred thumbnails, in both directions and, when worth it, both orientations; a resized copy at
+   the detail of the smaller image) and scored by the normalised cross-correlation of the aligned central
+   region: 1.0 for the same pixels, 0.999 to 1.0 for a re-encoded, resized, cropped or brightened copy;
+   distinct photos of near-identical products reach 0.999 (Fashion-MNIST's trousers), which is why
+   DEFAULT_THRESHOLD sits there (docs/data-health.md).
 
 A pair is reported with its own score; pairs are never chained into clusters, so A~B and B~C say nothing
 about A and C.
@@ -28,7 +29,8 @@ import torch.nn.functional as F
 
 from imgcls.data.perceptual_hash import close_pairs, phash
 
-DEFAULT_THRESHOLD = 0.9986  # aligned similarity at which a pair is reported (docs/data-health.md: how chosen)
+BLUR_SIGMA = 1.3  # pixels of the 32x32 thumbnails: 1.0 and 1.6 separated copies from look-alikes less well
+DEFAULT_THRESHOLD = 0.999  # aligned similarity at which a pair is reported (docs/data-health.md: how chosen)
 CANDIDATE_FLOOR = 0.8  # descriptor similarity below which a neighbour is not a candidate
 ALIGN_FLOOR = 0.85  # unaligned similarity below which a neighbour is not worth aligning (5 % crops: from 0.87)
 HASH_ALIGN_FLOOR = 0.99  # the same for hash candidates (re-encoded, resized, brightened, mirrored: from 0.995)
@@ -37,7 +39,7 @@ NEIGHBOUR_LIMIT = 20_000  # "auto" searches neighbours up to this many images (q
 _DESCRIPTOR = 16
 _ZOOM_WINDOWS = ((1, 1), (0, 0), (0, 2), (2, 0), (2, 2))  # 30x30 windows of the 32x32 thumbnail
 MAX_ZOOM, MAX_SHIFT = 0.07, 0.07  # how far alignment may scale and move (-1..1 units): a 5 % crop needs 0.053
-DETAIL_RATIO = 1.05  # sides this much apart are compared at the smaller one's detail (a 5 % crop is not)
+DETAIL_RATIO = 1.05  # sides this far apart are compared at the smaller one's detail (a 5 % crop's are not)
 _CENTRE = 0.8  # the aligned comparison ignores the outer 10 % on each side (warped borders)
 
 
@@ -79,11 +81,11 @@ def _query_variants(blurred: torch.Tensor) -> list[torch.Tensor]:
 
 
 def blurred_thumbnails(thumbs: np.ndarray, batch: int = 4096) -> torch.Tensor:
-    """(N, 1, S, S) float thumbnails in 0..1, blurred (sigma 1 pixel) against re-encoding noise."""
+    """(N, 1, S, S) float thumbnails in 0..1, blurred (BLUR_SIGMA) against re-encoding and resampling noise."""
     blurred = torch.empty((len(thumbs), 1, *thumbs.shape[1:]), dtype=torch.float32)
     for start in range(0, len(thumbs), batch):  # in batches: a convolution of all at once takes gigabytes
         chunk = torch.from_numpy(thumbs[start:start + batch]).float().unsqueeze(1) / 255.0
-        blurred[start:start + batch] = _blur(chunk, 1.0)
+        blurred[start:start + batch] = _blur(chunk, BLUR_SIGMA)
     return blurred
 
 
@@ -172,18 +174,18 @@ def _unaligned_similarity(blurred: torch.Tensor, pairs: list[tuple[int, int]], b
 
 def _same_detail(first: torch.Tensor, second: torch.Tensor, first_sides: torch.Tensor, second_sides: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pairs' thumbnails with the sharper one of each pair brought down to the detail of the other, where
-    an image is smaller than a thumbnail: a copy resized from 28 to 25 px has lost detail its original keeps,
-    which would count against the pair."""
+    """The pairs' thumbnails, both brought down to the detail of the smaller image and back where that image is
+    smaller than a thumbnail and the two sizes differ by DETAIL_RATIO: a copy shrunk from 28 to 25 px has lost
+    detail its original keeps, which would count against the pair; both go through the same resampling."""
     side = first.shape[-1]
     target = torch.minimum(first_sides, second_sides)
+    apart = torch.maximum(first_sides, second_sides) >= DETAIL_RATIO * target
     first, second = first.clone(), second.clone()
-    for size in torch.unique(target[target < side]).tolist():
-        for images, sides in ((first, first_sides), (second, second_sides)):
-            rows = torch.nonzero((target == size) & (sides >= DETAIL_RATIO * size)).flatten()
-            if len(rows):
-                smaller = F.interpolate(images[rows], size=(size, size), mode="bilinear", antialias=True)
-                images[rows] = F.interpolate(smaller, size=(side, side), mode="bilinear", align_corners=False)
+    for size in torch.unique(target[apart & (target < side)]).tolist():
+        rows = torch.nonzero(apart & (target == size)).flatten()
+        for images in (first, second):
+            smaller = F.interpolate(images[rows], size=(size, size), mode="bilinear", antialias=True)
+            images[rows] = F.interpolate(smaller, size=(side, side), mode="bilinear", align_corners=False)
     return first, second
 
 
@@ -216,10 +218,10 @@ def score_pairs(blurred: torch.Tensor, candidates: dict[tuple[int, int], float],
 
 def near_duplicate_pairs(thumbs: np.ndarray, eligible: np.ndarray, sides: np.ndarray,
                          threshold: float = DEFAULT_THRESHOLD, search: str = "auto") -> tuple[list[NearPair], str]:
-    """Pairs of eligible thumbnails whose similarity reaches `threshold`, most similar first, and the search
-    used (`sides`: each image's short side in pixels): "hash" (perceptual hashes within HASH_RADIUS bits: fast, misses crops), "neighbours" (that and the
-    nearest-neighbour search, which finds crops too; quadratic time) or "auto" (neighbours up to
-    NEIGHBOUR_LIMIT eligible images)."""
+    """Pairs of eligible thumbnails (`sides`: each image's short side in pixels) whose similarity reaches
+    `threshold`, most similar first, and the search used: "hash" (perceptual hashes within HASH_RADIUS bits:
+    fast, misses crops), "neighbours" (that and the nearest-neighbour search, which finds crops too;
+    quadratic time) or "auto" (neighbours up to NEIGHBOUR_LIMIT eligible images)."""
     if search == "auto":
         search = "neighbours" if int(eligible.sum()) <= NEIGHBOUR_LIMIT else "hash"
     with torch.inference_mode():

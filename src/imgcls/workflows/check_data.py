@@ -33,7 +33,7 @@ def check_data(data: str, runs: Sequence[str | Path] = (), out: str | Path | Non
                data_root: str | None = None, quiet: bool = False) -> dict:
     """Check DATA (a folder, a train/val/test folder or a built-in name) and write data_check.json and
     data_check.html to `out` (default ./<data>-data-check/); with `runs`, rank likely label errors from their
-    held-out predictions; `threshold`: the aligned similarity of a near-duplicate pair (default 0.9986).
+    held-out predictions; `threshold`: the aligned similarity of a near-duplicate pair (default 0.999).
     Returns the JSON record (schema: docs/data-health.md)."""
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     _check_options(threshold, search)
