@@ -167,8 +167,8 @@ def _split_files(folder: Path, config: DataConfig, seed: int, whole: bool, worke
                   for name, indices in zip(("train", "val", "test"), parts) if len(indices)}
         if "test" in scan.splits:
             splits["test"] = scan.splits["test"]
-    if whole or set(splits) == {"train"} or "all" in splits:
-        return scan.class_names, splits, []
+    if whole or set(splits) == {"train"} or "all" in splits or to_split == "all":
+        return scan.class_names, splits, []  # a split made here has no cross-split copies: they were kept together
     if config.group_by and to_split != "all":
         warnings.extend(groups_across(splits, folder, config.group_by))
     copies = copies_across(splits, workers)
