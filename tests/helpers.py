@@ -36,6 +36,31 @@ def make_class_folders(root: Path, per_class: int = 24, size: int = 48, seed: in
     return root
 
 
+def fashion_mnist_arrays(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Real Fashion-MNIST images (N, 28, 28) uint8 and labels from the Debian package's files."""
+    import gzip
+
+    prefix = "train" if split == "train" else "t10k"
+    with gzip.open(FASHION_MNIST_SYSTEM_COPY / f"{prefix}-images-idx3-ubyte.gz") as handle:
+        images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FASHION_MNIST_SYSTEM_COPY / f"{prefix}-labels-idx1-ubyte.gz") as handle:
+        labels = np.frombuffer(handle.read(), np.uint8, offset=8)
+    return images, labels
+
+
+def make_shirt_folder(root: Path, per_class: int = 800) -> Path:
+    """The X-ray stand-in: real Fashion-MNIST Shirt (6) and T-shirt/top (0) images, `per_class` of each, as PNG
+    files in two class folders (shirt, tshirt); the first of each class in file order, so always the same."""
+    from PIL import Image
+
+    images, labels = fashion_mnist_arrays("train")
+    for name, label in (("shirt", 6), ("tshirt", 0)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in np.flatnonzero(labels == label)[:per_class]:
+            Image.fromarray(images[index]).save(root / name / f"{index:05d}.png")
+    return root
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m imgcls ARGS` the way a user runs it, capturing output."""
     env = dict(os.environ, COLUMNS="160")

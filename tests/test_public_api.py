@@ -74,7 +74,7 @@ def test_evaluate_explain_and_report_in_bf16_on_a_model_with_a_spatial_layer(fmn
 
 
 # the CLI's flags and the API's parameters, verb by verb: the same names, except these (CLI dest -> API name)
-VERBS = {"eval": ("evaluate", {"data": "data"}), "predict": ("predict", {}), "export": ("export", {"format": "export_format"}),
+VERBS = {"eval": ("evaluate", {"data": "data"}), "calibrate": ("calibrate", {}), "predict": ("predict", {}), "export": ("export", {"format": "export_format"}),
          "explain": ("explain", {"images": "inputs"}), "report": ("report", {}), "compare": ("compare", {}),
          "summary": ("summary", {}), "models": ("list_models", {}), "data check": ("check_data", {}),
          "data show": ("show_data", {"data": "source"})}
@@ -103,7 +103,8 @@ def test_the_cli_and_the_api_offer_the_same_options(verb):
 def test_serve_takes_its_settings_as_one_record_and_the_cli_fills_every_field():
     from dataclasses import fields
 
-    assert list(inspect.signature(imgcls.serve).parameters) == ["model", "host", "port", "settings", "insecure"]
+    assert list(inspect.signature(imgcls.serve).parameters) == ["model", "host", "port", "settings", "insecure",
+                                                                "threshold", "abstain_below"]
     settable = {field.name for field in fields(imgcls.ServeSettings)} - {"max_pixels"}  # max_pixels: API only
     assert settable <= _cli_options("serve")
 

@@ -14,7 +14,7 @@ __version__ = "0.2.0"  # the one definition (pyproject.toml reads it)
 # public name -> the module that defines it
 _PUBLIC = {
     "train": "imgcls.workflows.train", "TrainOutcome": "imgcls.workflows.train",
-    "evaluate": "imgcls.workflows.evaluate",
+    "evaluate": "imgcls.workflows.evaluate", "calibrate": "imgcls.workflows.calibrate",
     "predict": "imgcls.workflows.predict", "load": "imgcls.workflows.predict",
     "load_pretrained": "imgcls.workflows.predict", "LoadedModel": "imgcls.workflows.predict",
     "explain": "imgcls.workflows.explain", "export": "imgcls.workflows.export",

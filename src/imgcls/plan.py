@@ -70,6 +70,7 @@ class TrainPlan:
     erase: float = 0.0  # light augmentation: fraction of training images with a random rectangle erased
     class_weights: tuple[float, ...] = ()  # the loss's weight of each class (empty: all 1)
     sampler: str = "shuffle"  # balanced: every class drawn equally often
+    ema: float | None = None  # decay of the weights' moving average (timm's warm-up); None: no average
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of each of the first epochs (then img_size)
     notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
 
@@ -186,6 +187,9 @@ def make_plan(config: Config, data: PlannedData, defaults: DeclaredInput, precis
     class_weights, notes["class_weights"] = loss_weights(data.class_counts("train") if train_images else [],
                                                          optim.class_weights)
     sampled = train_images > TRAIN_METRICS_SAMPLE and not model.linear_probe  # a probe's features are cheap
+    if train.ema is not None:
+        notes["ema"] = (f"decay {train.ema} after a warm-up (1 - (1 + step)^-3/4, timm's), so that the first "
+                        f"weights fade fast; each epoch the better of raw and averaged weights on val is a candidate")
     if sampled:
         notes["train_metrics_images"] = (f"a seeded sample of {TRAIN_METRICS_SAMPLE:,} of the {train_images:,} "
                                          f"training images (the fit diagnostic; held-out splits are always whole)")
@@ -204,7 +208,7 @@ def make_plan(config: Config, data: PlannedData, defaults: DeclaredInput, precis
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
         positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed,
         train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase,
-        class_weights=class_weights, sampler=data_cfg.sampler,
+        class_weights=class_weights, sampler=data_cfg.sampler, ema=train.ema,
         epoch_sizes=progressive_sizes(data_cfg, data.img_size, defaults.min_input_size), notes=notes,
     )
 

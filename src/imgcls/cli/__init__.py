@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     add_train(verbs)
     commands.add_eval(verbs)
+    commands.add_calibrate(verbs)
     commands.add_predict(verbs)
     commands.add_export(verbs)
     commands.add_explain(verbs)

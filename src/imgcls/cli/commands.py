@@ -158,6 +158,28 @@ def _run_data_check(args) -> int:
     return 0
 
 
+def add_calibrate(commands) -> None:
+    p = commands.add_parser("calibrate", help="refit a run's temperature on other held-out data",
+                            description="Fit the temperature that calibrates a run's probabilities on DATA (a folder "
+                            "with one subfolder per class, used whole) or, without DATA, on the run's validation "
+                            "split. The weights, decisions.json, saved predictions and ONNX export take it; a chosen "
+                            "threshold moves with it (the same operating point).")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("data", nargs="?", metavar="DATA", help="labelled held-out images (default: the run's val split)")
+    p.add_argument("--split", help="with the run's own data: val | test (default val)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--data-root")
+    p.set_defaults(handler=_run_calibrate)
+
+
+def _run_calibrate(args) -> int:
+    _check_run(args.run)
+    from imgcls.workflows.calibrate import calibrate
+
+    calibrate(args.run, args.data, split=args.split, batch_size=args.batch_size, data_root=args.data_root)
+    return 0
+
+
 def add_predict(commands) -> None:
     p = commands.add_parser("predict", help="classify image files or folders",
                             description="Top-k classes for each image; folders are searched recursively. "
@@ -175,7 +197,17 @@ def add_predict(commands) -> None:
                    "torch | onnx")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (bf16/fp16 run the PyTorch model; "
                    "default auto: fp32 on CPUs)")
+    _add_decision_options(p)
     p.set_defaults(handler=_run_predict)
+
+
+def _add_decision_options(p) -> None:
+    p.add_argument("--threshold", metavar="RULE", help="two classes: argmax, a probability of the positive class, or "
+                   "a rule chosen on the run's validation predictions (youden, sensitivity=0.95, specificity=0.9); "
+                   "default: the run's own (chosen at training with --threshold), else argmax")
+    p.add_argument("--abstain-below", metavar="P|auto", help="answer 'uncertain' when the top probability is below P; "
+                   "auto (or accuracy=0.98): the confidence at which the run's validation predictions reach accuracy "
+                   "0.99 (0.98)")
 
 
 def _run_predict(args) -> int:
@@ -191,7 +223,7 @@ def _run_predict(args) -> int:
             raise ImgclsError("pass a run folder and at least one image or folder: imgcls predict RUN IMAGE...")
         run, inputs = args.items[0], args.items[1:]
     results = predict(run, inputs, topk=args.topk, batch_size=args.batch_size, precision=args.precision,
-                      backend=args.backend)
+                      backend=args.backend, threshold=args.threshold, abstain_below=args.abstain_below)
     print_predictions(results, args.format)
     return 1 if all("error" in result for result in results) else 0
 
@@ -311,6 +343,7 @@ def add_serve(commands) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body (413 past it)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit (504 past it)")
     p.add_argument("--topk", type=positive_int, default=5, help="classes returned by default")
+    _add_decision_options(p)
     p.set_defaults(handler=_run_serve)
 
 
@@ -321,5 +354,5 @@ def _run_serve(args) -> int:
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              max_upload_mb=args.max_upload_mb, timeout_s=args.timeout_s, token=args.token,
                              topk=args.topk)
-    serve(args.model, args.host, args.port, settings, args.insecure)
+    serve(args.model, args.host, args.port, settings, args.insecure, args.threshold, args.abstain_below)
     return 0

@@ -32,6 +32,7 @@ def add_train(commands) -> None:
     _add_data_flags(p.add_argument_group("data"))
     _add_optimization_flags(p.add_argument_group("optimization"))
     _add_run_flags(p.add_argument_group("run"))
+    _add_decision_flags(p.add_argument_group("decisions and cross-validation"))
     p.set_defaults(handler=_run_train)
 
 
@@ -119,6 +120,24 @@ def _add_run_flags(g) -> None:
                    "precision, F1 and AUC are reported (default: the second class)")
     g.add_argument("--runs-dir", help="parent folder of run folders (default runs)")
     g.add_argument("--name", help="run folder name (default <data>-<model>, numbered if taken)")
+
+
+def _add_decision_flags(g) -> None:
+    g.add_argument("--no-calibrate", dest="calibrate", action="store_const", const=False,
+                   help="skip temperature scaling (by default one temperature is fitted on the validation split at the "
+                   "end, so that probabilities mean what they say; predictions do not change)")
+    g.add_argument("--threshold", metavar="RULE", help="two classes: the positive class's probability from which it "
+                   "is predicted, chosen on validation: auto (= youden), youden, sensitivity=0.95, specificity=0.9, "
+                   "or a number (default: argmax)")
+    g.add_argument("--ema", nargs="?", type=float, const=0.999, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights (decay default 0.999, warmed up "
+                   "over the first updates); the better of raw and averaged weights on validation is kept")
+    g.add_argument("--folds", type=int, metavar="K", help="K-fold cross-validation (stratified, groups and "
+                   "byte-identical files kept in one fold): one sub-run per fold, out-of-fold predictions, pooled "
+                   "metrics with intervals")
+    g.add_argument("--repeats", type=int, metavar="R", help="repeat the K folds R times with other assignments")
+    g.add_argument("--final", action="store_const", const=True,
+                   help="after the folds, train the deployable model on all the data with the folds' plan")
 
 
 _NOT_OVERRIDES = {"command", "handler", "config", "resume", "data", "recipe"}

@@ -12,7 +12,7 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from safetensors import safe_open
-from safetensors.torch import load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from imgcls import __version__
 from imgcls.atomic import write_atomic, write_json_atomic
@@ -129,3 +129,10 @@ def load_training_state(accelerator: Accelerator, run: RunFolder) -> LoopState:
         raise ImgclsError(f"{last_dir} is incomplete (no {TRAINER_STATE}); start a new run instead")
     accelerator.load_state(str(last_dir))
     return LoopState(**json.loads(state_file.read_text()))
+
+
+def update_metadata(path: Path, values: dict[str, Any]) -> None:
+    """Add `values` to a weights file's imgcls metadata (the weights unchanged), atomically."""
+    metadata = {**read_metadata(path), **values}
+    tensors = load_file(str(path))
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)}))

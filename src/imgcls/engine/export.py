@@ -19,8 +19,9 @@ from imgcls.errors import ImgclsError, first_line
 METADATA_KEY = "imgcls"  # TorchScript: extra file imgcls.json; ONNX: metadata_props (one key per field)
 
 
-def export_module(model, mean, std, input_type: str = "uint8", tta: bool = False):
-    """The model wrapped with its normalisation (for uint8 input) and softmax (and TTA)."""
+def export_module(model, mean, std, input_type: str = "uint8", tta: bool = False, temperature: float = 1.0):
+    """The model wrapped with its normalisation (for uint8 input), calibration and softmax (and TTA), as
+    engine/inference.batch_logits computes them."""
     class Exported(nn.Module):
         def __init__(self):
             super().__init__()
@@ -31,10 +32,11 @@ def export_module(model, mean, std, input_type: str = "uint8", tta: bool = False
 
         def forward(self, images):
             x = (images.float() - self.offset) * self.scale if input_type == "uint8" else images
-            probs = self.model(x).float().softmax(dim=1)
+            logits = self.model(x).float()
             if tta:
-                probs = (probs + self.model(x.flip(-1)).float().softmax(dim=1)) / 2
-            return probs
+                probs = (logits.softmax(dim=1) + self.model(x.flip(-1)).float().softmax(dim=1)) / 2
+                logits = probs.clamp_min(1e-12).log()
+            return (logits / temperature).softmax(dim=1)
 
     return Exported().eval()
 

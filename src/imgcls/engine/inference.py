@@ -27,14 +27,16 @@ def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return (probs / 2).clamp_min(1e-12).log()
 
 
-def batch_logits(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Logits of one batch (log-probabilities with `tta`), float32."""
-    return tta_logits(model, images) if tta else model(images).float()
+def batch_logits(model: nn.Module, images: torch.Tensor, tta: bool = False, temperature: float = 1.0) -> torch.Tensor:
+    """Logits of one batch (log-probabilities with `tta`), float32, divided by the run's calibrated temperature."""
+    logits = tta_logits(model, images) if tta else model(images).float()
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def collect_logits(accelerator: Accelerator, model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                   tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, CPU) and labels for every sample of `loader`, in order, gathered across processes.
+                   tta: bool = False, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, CPU; divided by `temperature`) and labels for every sample of `loader`, in order, gathered
+    across processes.
 
     With `tta` the prediction is the mean of the probabilities for each image and its horizontal mirror,
     returned as log-probabilities (so softmax gives that mean back).
@@ -43,7 +45,7 @@ def collect_logits(accelerator: Accelerator, model: nn.Module, loader: Iterable[
     all_logits, all_labels = [], []
     with torch.inference_mode(), accelerator.autocast():
         for images, labels in loader:
-            logits, labels = accelerator.gather_for_metrics((batch_logits(model, images, tta), labels))
+            logits, labels = accelerator.gather_for_metrics((batch_logits(model, images, tta, temperature), labels))
             all_logits.append(logits.cpu())
             all_labels.append(labels.cpu())
     if not all_logits:
@@ -52,7 +54,7 @@ def collect_logits(accelerator: Accelerator, model: nn.Module, loader: Iterable[
 
 
 def predict_probabilities(model: nn.Module, batches: Iterable[torch.Tensor], tta: bool = False,
-                          precision: str = "fp32") -> torch.Tensor:
+                          precision: str = "fp32", temperature: float = 1.0) -> torch.Tensor:
     """Class probabilities (float32, CPU) of normalized image batches, one process, no gathering."""
     device = next(model.parameters()).device
     model.eval()
@@ -60,7 +62,7 @@ def predict_probabilities(model: nn.Module, batches: Iterable[torch.Tensor], tta
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16"
                                                 else torch.float16, enabled=precision != "fp32"):
         for images in batches:
-            out.append(batch_logits(model, images.to(device), tta).softmax(dim=1).cpu())
+            out.append(batch_logits(model, images.to(device), tta, temperature).softmax(dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -78,6 +80,10 @@ class TorchClassifier:
     std: tuple[float, ...]
     tta: bool = False
     precision: str = "fp32"
+    temperature: float = 1.0  # the run's calibration: logits / T before the softmax
+    threshold: float | None = None  # two classes: the positive class from this probability on (None: argmax)
+    threshold_rule: str = ""
+    positive_class: int = 1
     backend: str = "torch"
 
     @property
@@ -87,4 +93,4 @@ class TorchClassifier:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, K) float32 numpy probabilities of a (N, C, S, S) uint8 numpy batch."""
         batch = normalize_batch(torch.from_numpy(images), self.mean, self.std)
-        return predict_probabilities(self.model, [batch], self.tta, self.precision).numpy()
+        return predict_probabilities(self.model, [batch], self.tta, self.precision, self.temperature).numpy()

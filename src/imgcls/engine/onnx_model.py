@@ -25,6 +25,9 @@ class OnnxClassifier:
     std: tuple[float, ...]
     model_name: str
     precision: str = "fp32"
+    threshold: float | None = None  # two classes: the positive class from this probability on (None: argmax)
+    threshold_rule: str = ""
+    positive_class: int = 1
     backend: str = "onnxruntime"
 
     def probabilities(self, images):
@@ -56,5 +59,7 @@ def load_onnx(path: str | Path, threads: int | None = None) -> OnnxClassifier:
                           f"'imgcls export RUN --format onnx'")
     return OnnxClassifier(session, path, json.loads(meta["class_names"]), int(meta["img_size"]),
                           int(meta["channels"]), meta.get("interpolation", "bilinear"), meta.get("input_type", "uint8"),
-                          tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])), meta.get("model", "?"))
+                          tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"])), meta.get("model", "?"),
+                          threshold=json.loads(meta.get("threshold", "null")), threshold_rule=meta.get("threshold_rule", ""),
+                          positive_class=int(meta.get("positive_index", "1")))
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from timm.utils import ModelEmaV3
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.optim import Optimizer
@@ -79,6 +80,7 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
     eval_loaders = {name: accelerator.prepare(loader) for name, loader in loaders.items() if name != "train"}
     weights = torch.tensor(plan.class_weights, device=accelerator.device) if plan.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=plan.label_smoothing)
+    ema = _weights_average(accelerator, model, plan)
     state = _starting_state(accelerator, run, resume)
     monitor = plan.monitor if "val" in eval_loaders else None
 
@@ -92,17 +94,17 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
         train_loader.set_epoch(epoch)
         for parameter in frozen_params or []:
             parameter.requires_grad_(epoch >= plan.freeze_epochs)
-        train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion, optimizer,
-                                                        scheduler, epoch, plan)
+        train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion,
+                                                        Updates(optimizer, scheduler, ema), epoch, plan)
         if not math.isfinite(train_loss):
             raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
                               f"lower the learning rate with --lr")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                "train_accuracy": train_acc, **timing}
-        improved = _validate(accelerator, model, eval_loaders.get("val"), plan, monitor, row, state)
+        improved, candidate = _validate(accelerator, model, ema, eval_loaders.get("val"), plan, monitor, row, state)
         row["epoch_time_s"] = time.perf_counter() - started
         if improved:
-            save_best_weights(accelerator, model, best.file, best.metadata)
+            save_best_weights(accelerator, candidate, best.file, best.metadata)
         _end_epoch(accelerator, run, plan, monitor, state, row, improved)
 
     # --- the end: evaluate the best weights on every held-out split ---
@@ -126,20 +128,43 @@ def _starting_state(accelerator: Accelerator, run: RunFolder, resume: bool) -> L
     return state
 
 
-def _validate(accelerator: Accelerator, model: nn.Module, val_loader: DataLoader | None, plan: TrainPlan,
-              monitor: str | None, row: dict[str, Any], state: LoopState) -> bool:
-    """Add the epoch's validation loss, accuracy and monitored metric to `row`; whether it is the best yet."""
+def _weights_average(accelerator: Accelerator, model: nn.Module, plan: TrainPlan) -> ModelEmaV3 | None:
+    """With --ema, timm's moving average of the weights (and buffers), its decay warmed up as 1 - (1 + step)^-3/4
+    so that a short run is not dominated by the initial weights; saved and restored with last/."""
+    if plan.ema is None:
+        return None
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=plan.ema, use_warmup=True, warmup_power=0.75)
+    accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+def _validate(accelerator: Accelerator, model: nn.Module, ema: ModelEmaV3 | None, val_loader: DataLoader | None,
+              plan: TrainPlan, monitor: str | None, row: dict[str, Any], state: LoopState) -> tuple[bool, nn.Module]:
+    """Add the epoch's validation loss, accuracy and monitored metric to `row`; whether it is the best yet, and
+    the weights that are (with --ema, the better of the raw and the averaged ones on val)."""
     if monitor is None or val_loader is None:
-        return True  # no validation split: the latest epoch is the one kept
+        return True, ema.module if ema is not None else model  # no validation split: the latest epoch is kept
     # per-epoch selection needs no intervals or test-time augmentation; both are applied once, to the best
     # epoch's final metrics
-    val_metrics = compute_metrics(*collect_logits(accelerator, model, val_loader), list(plan.class_names),
-                                  plan.positive_class, resamples=0)
+    val_metrics = _val_metrics(accelerator, model, val_loader, plan)
     row.update(val_loss=val_metrics["loss"]["value"], val_accuracy=val_metrics["accuracy"]["value"])
+    candidate = model
+    compared = "accuracy" if monitor == "last" else monitor
+    if ema is not None:
+        ema_metrics = _val_metrics(accelerator, ema.module, val_loader, plan)
+        row[f"val_{compared}_ema"] = ema_metrics[compared]["value"]
+        if is_better(compared, ema_metrics[compared]["value"], val_metrics[compared]["value"]):
+            val_metrics, candidate = ema_metrics, ema.module
+        row["kept_weights"] = "ema" if candidate is not model else "raw"
     if monitor == "last":  # a schedule that ends at its best (one-cycle, cosine): no noisy pick on a small val set
-        return True
+        return True, candidate
     row[f"val_{monitor}"] = val_metrics[monitor]["value"]
-    return is_better(monitor, val_metrics[monitor]["value"], state.best_metric)
+    return is_better(monitor, val_metrics[monitor]["value"], state.best_metric), candidate
+
+
+def _val_metrics(accelerator: Accelerator, model: nn.Module, val_loader: DataLoader, plan: TrainPlan) -> dict:
+    return compute_metrics(*collect_logits(accelerator, model, val_loader), list(plan.class_names),
+                           plan.positive_class, resamples=0)
 
 
 def _end_epoch(accelerator: Accelerator, run: RunFolder, plan: TrainPlan, monitor: str | None, state: LoopState,
@@ -179,9 +204,17 @@ def final_evaluation(accelerator: Accelerator, model: nn.Module, eval_loaders: d
     return final, predictions
 
 
+@dataclass
+class Updates:
+    """What each step updates after the backward pass: the optimizer, the schedule and the weights' average."""
+
+    optimizer: Optimizer
+    scheduler: LRScheduler
+    ema: ModelEmaV3 | None = None
+
+
 def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    optimizer: Optimizer, scheduler: LRScheduler, epoch: int,
-                    plan: TrainPlan) -> tuple[float, float, dict[str, float]]:
+                    updates: Updates, epoch: int, plan: TrainPlan) -> tuple[float, float, dict[str, float]]:
     """One pass over the training data (resized for progressive resizing, as the plan says); returns the mean loss
     and accuracy over all processes, and the epoch's timing: train_time_s, data_time_s (waiting for batches)
     and step_time_s (forward, backward, update) of this process, and train_images_per_s over all processes."""
@@ -201,9 +234,11 @@ def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoad
             logits = model(images)
             loss = criterion(logits, labels)
             accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            updates.optimizer.step()
+            updates.scheduler.step()
+            updates.optimizer.zero_grad(set_to_none=True)
+            if updates.ema is not None:
+                updates.ema.update(accelerator.unwrap_model(model), step=epoch * len(loader) + step + 1)
             loss_sum += loss.detach() * labels.shape[0]
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
@@ -275,5 +310,9 @@ def _epoch_line(row: dict, epochs: int, monitor: str | None, improved: bool) -> 
         value = row.get(f"val_{monitor}")
         if monitor not in ("loss", "accuracy", "last"):
             parts.append(f"{monitor} {value:.4f}" if value is not None else f"{monitor} n/a")
+    averaged = next((key for key in row if key.endswith("_ema")), None)
+    if averaged is not None:
+        name = averaged.removeprefix("val_").removesuffix("_ema")
+        parts.append(f"EMA {name} {row[averaged]:.4f}" + (" (kept)" if row["kept_weights"] == "ema" else ""))
     parts += [f"lr {row['lr']:.2e}", f"{row['epoch_time_s']:.1f}s"]
     return "  ".join(parts) + ("  [green]* best[/green]" if improved and monitor != "last" else "")

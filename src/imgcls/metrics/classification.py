@@ -12,6 +12,7 @@ from torchmetrics.functional import classification as tmc
 
 from imgcls.metrics.bootstrap import bootstrap_intervals
 from imgcls.metrics.names import RESAMPLES, SCALAR_ORDER
+from imgcls.metrics.selective import selective_accuracy
 
 
 def compute_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str], positive_class: int = 1,
@@ -32,6 +33,9 @@ def compute_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: li
     if resamples > 0 and targets.numel() > 1:
         for name, interval in bootstrap_intervals(probs, targets, positive_class, resamples, seed).items():
             result[name]["ci95"] = None if interval is None else [float(interval[0]), float(interval[1])]
+    # accuracy when the least confident 10 / 5 / 1 % are referred to a person (its own bootstrap: the cut moves)
+    result.update(selective_accuracy(probs.cpu().numpy(), targets.cpu().numpy(), resamples=resamples if targets.numel() > 1
+                                     else 0, seed=seed))
     if num_classes == 2:
         result["positive_class"] = class_names[positive_class]
     result["per_class"] = _per_class(class_names, stats["precision"][0], stats["recall"][0],

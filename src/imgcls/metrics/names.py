@@ -11,9 +11,10 @@ SCALAR_ORDER = (
     "accuracy", "error_rate", "top5_accuracy", "balanced_accuracy", "loss",
     "sensitivity", "specificity", "precision", "f1",  # two-class data: of the positive class
     "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "precision_weighted", "recall_weighted",
-    "specificity_weighted", "f1_weighted", "mcc", "cohen_kappa", "roc_auc", "pr_auc", "ece",
+    "specificity_weighted", "f1_weighted", "mcc", "cohen_kappa", "roc_auc", "pr_auc", "ece", "ece_uncalibrated",
+    "loss_uncalibrated", "selective_accuracy_90", "selective_accuracy_95", "selective_accuracy_99",
 )
-LOWER_IS_BETTER = frozenset({"loss", "error_rate", "ece"})
+LOWER_IS_BETTER = frozenset({"loss", "error_rate", "ece", "ece_uncalibrated", "loss_uncalibrated"})
 METRIC_LABELS = {
     "accuracy": "accuracy", "error_rate": "error rate", "top5_accuracy": "top-5 accuracy",
     "balanced_accuracy": "balanced accuracy", "loss": "loss", "sensitivity": "sensitivity",
@@ -23,7 +24,10 @@ METRIC_LABELS = {
     "precision_weighted": "precision (weighted)", "recall_weighted": "recall (weighted)",
     "specificity_weighted": "specificity (weighted)", "f1_weighted": "F1 (weighted)", "mcc": "MCC",
     "cohen_kappa": "Cohen's kappa", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC (average precision)",
-    "ece": "calibration error (ECE)",
+    "ece": "calibration error (ECE)", "ece_uncalibrated": "ECE before temperature scaling",
+    "loss_uncalibrated": "loss before temperature scaling",
+    "selective_accuracy_90": "accuracy at 90% coverage", "selective_accuracy_95": "accuracy at 95% coverage",
+    "selective_accuracy_99": "accuracy at 99% coverage",
 }
 
 

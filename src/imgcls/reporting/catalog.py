@@ -30,6 +30,10 @@ def reliability(split: str) -> str:
     return f"reliability_{split}.png"
 
 
+def risk_coverage(split: str) -> str:
+    return f"risk_coverage_{split}.png"
+
+
 def mistakes(split: str) -> str:
     return f"mistakes_{split}.png"
 
@@ -53,7 +57,8 @@ SECTIONS: list[tuple[str, list[tuple[str | Callable[[str], str], str]]]] = [
     ("Confusion matrices", [(confusion, "Confusion matrix, {split}, counts"),
                             (lambda split: confusion(split, True), "Confusion matrix, {split}, row-normalized")]),
     ("ROC and precision-recall curves", [(roc, "ROC, {split}"), (precision_recall, "Precision-recall, {split}")]),
-    ("Calibration", [(reliability, "Reliability diagram, {split}")]),
+    ("Calibration and selective prediction", [(reliability, "Reliability diagram, {split}"),
+                                              (risk_coverage, "Risk-coverage curve, {split}")]),
     ("Most confident mistakes", [(mistakes, "Most confident mistakes, {split}")]),
     ("What the model looked at", [(lambda split: looked_at(split, False),
                                    "Class-activation maps of the most confident mistakes, {split}"),

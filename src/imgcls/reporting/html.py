@@ -180,6 +180,29 @@ def _plan_rows(plan: dict | None) -> list[tuple[str, str]]:
     return rows
 
 
+def _decisions(metrics: dict, decisions: dict, splits: list[str]) -> dict | None:
+    """The report's Decisions section: the temperature and what it changed, the operating point on each held-out
+    split (Wilson intervals) and the threshold table of the last held-out split."""
+    calibration = decisions.get("calibration")
+    points = [(split, metrics[split]["operating_point"]) for split in splits if "operating_point" in metrics[split]]
+    if not calibration and not points:
+        return None
+    rows = [{"label": label, "cells": [_fmt(point[key]) for _, point in points]}
+            for key, label in (("sensitivity", "sensitivity"), ("specificity", "specificity"),
+                               ("ppv", "precision (PPV)"), ("npv", "NPV"), ("f1", "F1"))]
+    last = next((split for split in reversed(splits) if "threshold_table" in metrics[split]), None)
+    table = [{**row, **{key: format_value(row[key]) for key in ("sensitivity", "specificity", "ppv", "npv", "f1")}}
+             for row in metrics[last]["threshold_table"]] if last else []
+    return {"calibration": calibration, "point_splits": [split for split, _ in points], "point_rows": rows,
+            "point": points[0][1] if points else None, "table_split": last, "table": table}
+
+
+def _fmt(entry: dict) -> dict:
+    interval = entry.get("ci95")
+    return {"value": format_value(entry.get("value")),
+            "interval": f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""}
+
+
 def build_report(folder: RunFolder, title: str | None = None) -> Path:
     """Write the folder's report.html from its metrics, summary, plan, history, config and figures."""
     metrics = folder.read_metrics()
@@ -196,6 +219,7 @@ def build_report(folder: RunFolder, title: str | None = None) -> Path:
         interval_note=INTERVAL_NOTE + _imbalance_note(metrics),
         class_counts=_class_counts(metrics, splits),
         per_class=_per_class(metrics, splits),
+        decisions=_decisions(metrics, folder.read_decisions(), splits),
         figure_sections=_figures(folder, splits, len(metrics[splits[0]]["per_class"])),
         history=_history_table(folder.read_history()),
         plan_rows=_plan_rows(folder.read_plan()),

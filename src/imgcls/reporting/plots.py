@@ -15,6 +15,7 @@ from torchmetrics.functional import classification as tmc
 
 from imgcls.atomic import write_atomic
 from imgcls.metrics import positive_index
+from imgcls.metrics.selective import COVERAGES, coverage_key, risk_coverage
 from imgcls.reporting import catalog
 from imgcls.run_files import RunFolder, SplitPredictions, load_split_predictions
 
@@ -105,6 +106,12 @@ def plot_roc(predictions: SplitPredictions, metrics: dict, class_names: list[str
             sens, spec = metrics["sensitivity"]["value"], metrics["specificity"]["value"]
             axes.plot([1 - spec], [sens], "o", color="black",
                       label=f"argmax decision: sensitivity {sens:.3f}, specificity {spec:.3f}")
+        point = metrics.get("operating_point")
+        if point is not None and point["sensitivity"]["value"] is not None:
+            sens, spec = point["sensitivity"]["value"], point["specificity"]["value"]
+            axes.plot([1 - spec], [sens], "*", color="tab:red", markersize=14,
+                      label=f"threshold {point['threshold']:.3f} ({point['rule']}): sensitivity {sens:.3f}, "
+                            f"specificity {spec:.3f}")
     else:
         grid = np.linspace(0, 1, 501)
         mean_tpr = np.mean([np.interp(grid, x, y) for _, x, y, _ in curves], axis=0) if curves else grid
@@ -210,10 +217,15 @@ def _with_interval(entry: dict | None) -> str:
     return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else text
 
 
-def reliability_bins(predictions: SplitPredictions, bins: int = 15):
+def reliability_bins(predictions: SplitPredictions, bins: int = 15, temperature: float = 1.0):
     """Count, accuracy and mean confidence of the top prediction in `bins` equal-width bins [low, high), as
-    torchmetrics bins them for the ECE (a confidence of exactly 1 joins the last bin)."""
-    confidence = predictions.probs.max(1).astype(np.float64)
+    torchmetrics bins them for the ECE (a confidence of exactly 1 joins the last bin). With the run's
+    `temperature`, those of the probabilities before calibration (p**T renormalised is softmax(logits))."""
+    probs = predictions.probs.astype(np.float64)
+    if temperature != 1.0:
+        powered = np.exp(temperature * np.log(np.clip(probs, 1e-300, None)))
+        probs = powered / powered.sum(1, keepdims=True)
+    confidence = probs.max(1)
     correct = predictions.predicted == predictions.labels
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
@@ -240,6 +252,14 @@ def plot_reliability(predictions: SplitPredictions, metrics: dict, path: Path, t
     top.plot(centers[used], mean_conf[used], "_", color="tab:red", markersize=14, mew=2)
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ece = metrics.get("ece", {}).get("value")
+    temperature = metrics.get("calibration", {}).get("temperature", 1.0)
+    if temperature != 1.0:
+        counts_before, accuracy_before, confidence_before = reliability_bins(predictions, bins, temperature)
+        kept = counts_before > 0
+        before = metrics.get("ece_uncalibrated", {}).get("value")
+        top.plot(confidence_before[kept], accuracy_before[kept], "o-", color="tab:orange", lw=1.5, markersize=4,
+                 label=f"before temperature scaling (ECE {before:.4f})" if before is not None else "before")
+        title += f" (calibrated, T = {temperature:.3f})"
     top.set_title(f"{title}, ECE = {ece:.4f}" if ece is not None else title)
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
@@ -250,6 +270,28 @@ def plot_reliability(predictions: SplitPredictions, metrics: dict, path: Path, t
     bottom.set_ylabel("predictions")
     bottom.set_xlim(0, 1)
     bottom.grid(alpha=0.3)
+    _save(figure, path)
+    return path
+
+
+def plot_risk_coverage(predictions: SplitPredictions, metrics: dict, path: Path, title: str) -> Path:
+    """Error rate of the kept predictions against the share kept, the least confident referred first; the
+    accuracy at 90 / 95 / 99 % coverage marked (selective prediction)."""
+    plt = _pyplot()
+    coverage, risk = risk_coverage(predictions.probs, predictions.labels)
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    axes.plot(coverage, risk, lw=2, label="error rate of the kept predictions")
+    for kept in COVERAGES:
+        entry = metrics.get(coverage_key(kept))
+        if entry and entry.get("value") is not None:
+            axes.plot([kept], [1 - entry["value"]], "o", label=f"{kept:.0%} kept: accuracy {_with_interval(entry)}")
+    axes.set_xlabel("coverage (share of images answered; the rest referred to a person)")
+    axes.set_ylabel("error rate (risk)")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, max(0.05, float(risk.max()) * 1.1) if risk.size else 1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)
+    axes.set_title(title)
     _save(figure, path)
     return path
 
@@ -274,6 +316,10 @@ def write_metric_plots(folder: RunFolder, metrics: dict, class_names: list[str],
                                                  f"precision-recall ({split})"))
             written.append(plot_reliability(split_predictions, split_metrics,
                                             folder.plot(catalog.reliability(split)), f"reliability ({split})"))
+            if split != "train":
+                written.append(plot_risk_coverage(split_predictions, split_metrics,
+                                                  folder.plot(catalog.risk_coverage(split)),
+                                                  f"risk-coverage ({split})"))
     return written
 
 

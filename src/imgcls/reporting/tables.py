@@ -46,6 +46,7 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
         if any(key in metrics for metrics in metrics_by_split.values()):
             summary.add_row(label, *(escape(_fmt_with_interval(metrics_by_split[s].get(key, {}))) for s in splits))
     console.print(summary)
+    _print_operating_points(metrics_by_split)
     last = splits[-1]
     per_class = Table(title=f"per class ({last})", title_justify="left")
     for column in ("class", "precision", "sensitivity", "specificity", "F1", "support"):
@@ -59,6 +60,25 @@ def print_metrics(metrics_by_split: dict[str, dict], title: str, per_class_limit
         console.print(f"... {len(rows) - per_class_limit} more classes in metrics.json")
 
 
+def _print_operating_points(metrics_by_split: dict[str, dict]) -> None:
+    """Two classes with a chosen threshold: what it gives on each held-out split, with Wilson intervals."""
+    points = {split: metrics["operating_point"] for split, metrics in metrics_by_split.items()
+              if "operating_point" in metrics}
+    if not points:
+        return
+    first = next(iter(points.values()))
+    table = Table(title=escape(f"at threshold {first['threshold']:.4f} ({first['rule']}, chosen on "
+                               f"{first['chosen_on']})"), title_justify="left",
+                  caption=escape("[low, high] = 95% Wilson interval"), caption_justify="left")
+    table.add_column("metric")
+    for split in points:
+        table.add_column(split, justify="right")
+    for key, label in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "precision (PPV)"),
+                       ("npv", "NPV"), ("f1", "F1")):
+        table.add_row(label, *(escape(_fmt_with_interval(point[key])) for point in points.values()))
+    get_console().print(table)
+
+
 def print_predictions(results: list[dict], output_format: str) -> None:
     """Write `results` of imgcls.predict in `output_format` (table | json | csv) to stdout."""
     if output_format == "json":
@@ -66,15 +86,17 @@ def print_predictions(results: list[dict], output_format: str) -> None:
         return
     if output_format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path", "rank", "class", "probability", "error"])
+        writer.writerow(["path", "rank", "class", "probability", "error", "decision"])
         for result in results:
             if "error" in result:
-                writer.writerow([result["path"], "", "", "", result["error"]])
+                writer.writerow([result["path"], "", "", "", result["error"], ""])
             for rank, guess in enumerate(result.get("predictions", []), start=1):
-                writer.writerow([result["path"], rank, guess["class"], f"{guess['probability']:.6f}", ""])
+                writer.writerow([result["path"], rank, guess["class"], f"{guess['probability']:.6f}", "",
+                                 result.get("decision", "")])
         return
 
-    table = Table()
+    rules = {result["rule"] for result in results if "rule" in result}
+    table = Table(caption=f"decision: {rules.pop()}" if rules else None)
     for column in ("image", "prediction", "probability", "runners-up"):
         table.add_column(column, justify="right" if column == "probability" else "left")
     for result in results:
@@ -83,5 +105,7 @@ def print_predictions(results: list[dict], output_format: str) -> None:
             continue
         best, *rest = result["predictions"]
         others = ", ".join(f"{guess['class']} {guess['probability']:.3f}" for guess in rest)
-        table.add_row(escape(result["path"]), escape(best["class"]), f"{best['probability']:.4f}", escape(others))
+        decision = result.get("decision", best["class"])
+        shown = escape(decision) if decision == best["class"] else f"[bold]{escape(decision)}[/bold]"
+        table.add_row(escape(result["path"]), shown, f"{best['probability']:.4f}", escape(others))
     get_console().print(table)

@@ -2,6 +2,7 @@
 
 ```
 RUN/  config.yaml plan.json classes.json history.csv metrics.json run.json best.safetensors head.safetensors
+      decisions.json
       last/ (trainer_state.json + Accelerate's files)  predictions/<split>.npz, <split>_mistakes.csv
       plots/*.png  report.html  skipped.txt  deduped.txt  eval/<data>-<split>/ (the same layout for one evaluation)
 ```
@@ -35,6 +36,7 @@ TRAINER_STATE = "trainer_state.json"
 REPORT = "report.html"
 SKIPPED = "skipped.txt"
 DEDUPED = "deduped.txt"
+DECISIONS = "decisions.json"  # the fitted temperature and the chosen threshold, with what they were fitted on
 PLOTS = "plots"
 PREDICTIONS = "predictions"
 EVALUATIONS = "eval"
@@ -192,6 +194,13 @@ class RunFolder:
     @property
     def skipped_file(self) -> Path:
         return self.path / SKIPPED
+
+    def write_decisions(self, values: dict) -> None:
+        write_json_atomic(self.path / DECISIONS, values)
+
+    def read_decisions(self) -> dict:
+        """decisions.json ({} for runs without calibration or a threshold, and for older runs)."""
+        return _read_json(self.path / DECISIONS) or {}
 
     def write_deduped(self, dropped: list[tuple[str, str]]) -> None:
         """The val/test files --dedupe left out, each with the file of an earlier split it copies."""

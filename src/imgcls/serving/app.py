@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import UnidentifiedImageError
 
 from imgcls.data.images import DECODE_ERRORS, ImageTooLarge, decode_image
-from imgcls.engine.ranking import top_classes
+from imgcls.engine.ranking import DecisionRule, top_classes
 from imgcls.serving.batching import DynamicBatcher, Overloaded
 from imgcls.serving.guards import BodyRefused, RequestGuard
 from imgcls.serving.telemetry import Telemetry
@@ -75,9 +75,13 @@ def decode_upload(data: bytes, classifier: ServedClassifier, max_pixels: int) ->
                                 f"or damaged") from None
 
 
-def create_app(classifier: ServedClassifier, settings: ServeSettings, description: dict[str, Any]) -> RequestGuard:
+def create_app(classifier: ServedClassifier, settings: ServeSettings, description: dict[str, Any],
+               rule: DecisionRule | None = None) -> RequestGuard:
     """The ASGI app serving `classifier` (anything with class_names, img_size, in_chans, interpolation and
-    probabilities(uint8 batch)); `description` is what /metadata reports."""
+    probabilities(uint8 batch)); `description` is what /metadata reports; `rule` makes each answer's decision
+    (default: the most probable class)."""
+    rule = rule or DecisionRule(tuple(classifier.class_names))
+    description = {**description, **rule.describe()}
     telemetry = Telemetry()
     batcher = DynamicBatcher(classifier.probabilities, settings.max_batch, settings.max_wait_ms / 1000,
                              settings.max_queue, on_batch=telemetry.batch_sizes.observe)
@@ -101,18 +105,19 @@ def create_app(classifier: ServedClassifier, settings: ServeSettings, descriptio
     async def unexpected(request, error: Exception):  # a bug: say so without a trace or a path
         return JSONResponse({"error": "internal error while handling the request"}, status_code=500)
 
-    _prediction_routes(app, _classifier_call(classifier, batcher, settings), settings, description)
+    _prediction_routes(app, _classifier_call(classifier, batcher, settings, rule), settings, description)
     _information_routes(app, batcher, telemetry, settings, description)
     return RequestGuard(app, int(settings.max_upload_mb * 2**20), settings.timeout_s, settings.token,
                         observe=telemetry.observe)
 
 
-def _classifier_call(classifier: ServedClassifier, batcher: DynamicBatcher, settings: ServeSettings):
-    """async classify(image bytes, topk) -> ranked classes: decode off the event loop (a pool of as many
-    threads as cores: more only fight over the GIL), batch, rank."""
+def _classifier_call(classifier: ServedClassifier, batcher: DynamicBatcher, settings: ServeSettings,
+                     rule: DecisionRule):
+    """async classify(image bytes, topk) -> {"decision", "predictions": ranked classes}: decode off the event loop
+    (a pool of as many threads as cores: more only fight over the GIL), batch, rank, decide."""
     decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="imgcls-decode")
 
-    async def classify(data: bytes, topk: int) -> list[dict]:
+    async def classify(data: bytes, topk: int) -> dict[str, Any]:
         batcher.announce()
         try:
             image = await asyncio.get_running_loop().run_in_executor(decoders, decode_upload, data, classifier,
@@ -126,7 +131,8 @@ def _classifier_call(classifier: ServedClassifier, batcher: DynamicBatcher, sett
             raise RequestError(503, "the server is at capacity; retry shortly") from None
         except TimeoutError:
             raise RequestError(504, f"no answer within {settings.timeout_s:.0f} s (--timeout-s)") from None
-        return top_classes(probs[None], classifier.class_names, topk)[0]
+        return {"decision": rule.decide(probs[None])[0],
+                "predictions": top_classes(probs[None], classifier.class_names, topk)[0]}
 
     return classify
 
@@ -135,7 +141,8 @@ def _prediction_routes(app, classify, settings: ServeSettings, description: dict
     @app.post("/predict", summary="Top-k classes of one image (multipart field 'file', or the raw image bytes)")
     async def predict(request: Request, topk: int = settings.topk):
         uploads = await _uploads(request, settings, single=True)
-        return {"predictions": await classify(uploads[0][1], _checked_topk(topk)), "model": description["model"]}
+        answer = await classify(uploads[0][1], _checked_topk(topk))
+        return {**answer, "rule": description["decision"], "model": description["model"]}
 
     @app.post("/predict/batch", summary="Top-k classes of several images (multipart fields 'files')")
     async def predict_batch(request: Request, topk: int = settings.topk):
@@ -144,13 +151,14 @@ def _prediction_routes(app, classify, settings: ServeSettings, description: dict
 
         async def one(name: str, data: bytes) -> dict:
             try:
-                return {"file": name, "predictions": await classify(data, topk)}
+                return {"file": name, **await classify(data, topk)}
             except RequestError as error:
                 if error.status in (503, 504):
                     raise
                 return {"file": name, "error": error.message, "status": error.status}
 
-        return {"results": list(await asyncio.gather(*(one(name, data) for name, data in uploads)))}
+        return {"results": list(await asyncio.gather(*(one(name, data) for name, data in uploads))),
+                "rule": description["decision"]}
 
 
 def _information_routes(app, batcher: DynamicBatcher, telemetry, settings: ServeSettings, description: dict) -> None:

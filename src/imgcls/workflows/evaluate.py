@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from imgcls.engine.accelerator import make_accelerator, process_state
 from imgcls.engine.inference import collect_logits, inference_precision
 from imgcls.errors import ImgclsError
 from imgcls.metrics import positive_index
-from imgcls.metrics.classification import compute_metrics
+from imgcls.engine.decisions import Decisions, calibrated, split_metrics
 from imgcls.reporting.run_report import write_figures_and_report
 from imgcls.run_files import RunFolder, default_run_name
 from imgcls.run_files.summary import evaluation_summary
@@ -33,23 +34,50 @@ def evaluate(run: str | Path, data: str | None = None, split: str | None = None,
     With no `data`, the run's own dataset is used (test split if it has one, else val). A class-per-folder
     dataset other than the training one is evaluated whole (split "all").
     """
-    state = process_state(collective_timeout_s())  # under torchrun: each process evaluates its share
     loaded = load(run)
-    data_cfg, seed, same_data = _data_config(loaded, data, data_root)
-    with state.main_process_first():  # it decodes; the others then map the one memory-mapped copy
-        bundle = _load_split_data(loaded, data_cfg, seed, not same_data or split == "all", state.num_processes)
-    split = _chosen_split(bundle, split, data_cfg.source)
-    logits, labels, is_main = _infer(loaded, bundle.splits[split], batch_size, workers, seed, precision)
+    logits, labels, found = split_logits(loaded, data, split, batch_size, workers, data_root, precision)
+    split, data_cfg, bundle, seed = found.split, found.data, found.bundle, found.seed
     chosen_positive = positive_class if positive_class is not None else loaded.positive_class
-    metrics = compute_metrics(logits, labels, loaded.class_names, positive_index(loaded.class_names, chosen_positive),
-                              seed=seed)
-    if loaded.run is not None and is_main:
+    decisions = _decisions_of(loaded, positive_index(loaded.class_names, chosen_positive))
+    probs = logits.softmax(dim=1)  # before calibration: the metrics say what the run's temperature changed
+    metrics = split_metrics(probs, labels, decisions, loaded.class_names, split, seed)
+    if loaded.run is not None and found.is_main:
         folder = loaded.run.evaluation(default_run_name(data_cfg.source, split))
-        _write_evaluation(folder, loaded, bundle, data_cfg.source, metrics, {split: (logits.softmax(dim=1), labels)},
-                          seed)
+        _write_evaluation(folder, loaded, bundle, data_cfg.source, metrics,
+                          {split: (calibrated(probs, decisions.temperature), labels)}, seed)
         metrics["written_to"] = str(folder.path)
     metrics["split"] = split
     return metrics
+
+
+@dataclass
+class EvaluatedSplit:
+    split: str
+    data: DataConfig
+    bundle: DataBundle
+    seed: int
+    is_main: bool
+
+
+def split_logits(loaded: LoadedModel, data: str | None = None, split: str | None = None, batch_size: int = 128,
+                 workers: int = 1, data_root: str | None = None,
+                 precision: str = "auto", prefer: tuple[str, ...] = ("test", "val", "all"),
+                 ) -> tuple[torch.Tensor, torch.Tensor, EvaluatedSplit]:
+    """The model's logits (before calibration) and the labels of one split of DATA (default the run's own data;
+    another class-per-folder dataset whole), with what was read; without `split`, the first of `prefer` there."""
+    state = process_state(collective_timeout_s())  # under torchrun: each process evaluates its share
+    data_cfg, seed, same_data = _data_config(loaded, data, data_root)
+    with state.main_process_first():  # it decodes; the others then map the one memory-mapped copy
+        bundle = _load_split_data(loaded, data_cfg, seed, not same_data or split == "all", state.num_processes)
+    split = _chosen_split(bundle, split, data_cfg.source, prefer)
+    logits, labels, is_main = _infer(loaded, bundle.splits[split], batch_size, workers, seed, precision)
+    return logits, labels, EvaluatedSplit(split, data_cfg, bundle, seed, is_main)
+
+
+def _decisions_of(loaded: LoadedModel, positive: int) -> Decisions:
+    """The run's temperature, and its threshold when the metrics are of the class it was chosen for."""
+    same_positive = positive == loaded.positive_index
+    return Decisions(loaded.temperature, loaded.threshold if same_positive else None, loaded.threshold_rule, positive)
 
 
 def _data_config(loaded: LoadedModel, data: str | None, data_root: str | None) -> tuple[DataConfig, int, bool]:
@@ -75,10 +103,10 @@ def _load_split_data(loaded: LoadedModel, data_cfg: DataConfig, seed: int, whole
     return bundle
 
 
-def _chosen_split(bundle: DataBundle, split: str | None, source: str) -> str:
+def _chosen_split(bundle: DataBundle, split: str | None, source: str, prefer: tuple[str, ...]) -> str:
     available = list(bundle.splits)
     if split is None:
-        split = next((name for name in ("test", "val", "all") if name in bundle.splits), available[0])
+        split = next((name for name in prefer if name in bundle.splits), available[0])
     if split not in bundle.splits:
         raise ImgclsError(f"{source} has no '{split}' split; choose one of {', '.join(available)}")
     return split

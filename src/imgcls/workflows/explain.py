@@ -43,7 +43,7 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
         if not positions:
             continue
         batch = normalize_batch(torch.from_numpy(images), loaded.mean, loaded.std)
-        probs = predict_probabilities(loaded.model, [batch], loaded.tta).numpy()
+        probs = predict_probabilities(loaded.model, [batch], loaded.tta, temperature=loaded.temperature).numpy()
         targets = [chosen if chosen is not None else int(row.argmax()) for row in probs]
         maps = explain_images(loaded.model, batch, targets, method)
         for row, position in enumerate(positions):

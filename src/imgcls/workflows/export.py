@@ -35,7 +35,7 @@ def export(run: str | Path, export_format: str = "onnx", out: str | Path | None 
         raise ImgclsError(f"--input-type must be one of {', '.join(INPUT_TYPES)}, got '{input_type}'")
     loaded = load(run)
     path = _output_path(loaded, export_format, out)
-    module = export_module(loaded.model, loaded.mean, loaded.std, input_type, loaded.tta)
+    module = export_module(loaded.model, loaded.mean, loaded.std, input_type, loaded.tta, loaded.temperature)
     example = example_batch(loaded.in_chans, loaded.img_size, input_type)
     metadata = export_metadata(loaded, input_type, dynamic_batch)
     if export_format == "onnx":
@@ -50,7 +50,9 @@ def export_metadata(loaded: LoadedModel, input_type: str, dynamic_batch: bool) -
     return {"imgcls_version": __version__, "model": loaded.name, "class_names": list(loaded.class_names),
             "img_size": loaded.img_size, "channels": loaded.in_chans, "mean": list(loaded.mean),
             "std": list(loaded.std), "interpolation": loaded.interpolation, "input_type": input_type,
-            "tta": loaded.tta, "dynamic_batch": dynamic_batch,
+            "tta": loaded.tta, "dynamic_batch": dynamic_batch, "temperature": loaded.temperature,
+            "threshold": loaded.threshold, "threshold_rule": loaded.threshold_rule,
+            "positive_index": loaded.positive_index,
             "input": f"images: {'uint8 0-255' if input_type == 'uint8' else 'float32, normalised'} "
                      f"[N, {loaded.in_chans}, {loaded.img_size}, {loaded.img_size}], short side resized "
                      f"({loaded.interpolation}) and center-cropped",

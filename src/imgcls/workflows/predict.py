@@ -12,10 +12,13 @@ from imgcls.config import Config, auto_precision_override, config_from_dict
 from imgcls.data.folders import image_files
 from imgcls.data.images import decode_files
 from imgcls.engine.onnx_model import load_onnx
-from imgcls.engine.ranking import top_classes
+from imgcls.engine.ranking import DecisionRule, top_classes
 from imgcls.errors import ImgclsError
+from imgcls.metrics.operating_point import choose_threshold, parse_threshold
+from imgcls.metrics.selective import confidence_for_accuracy, parse_abstain
 from imgcls.plan import TrainPlan
 from imgcls.run_files import RunFolder, locate_weights
+from imgcls.run_files.predictions import load_split_predictions
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,6 +42,9 @@ class LoadedModel:
     run: RunFolder | None = None
     config: Config | None = None  # what the run was asked to do (None for a bare weights file)
     plan: TrainPlan | None = None  # what it decided (None for runs of imgcls 0.1)
+    temperature: float = 1.0  # calibration: logits / T before the softmax (1: not calibrated)
+    threshold: float | None = None  # two classes: predict the positive class from this probability (None: argmax)
+    threshold_rule: str = ""  # how the threshold was chosen (e.g. sensitivity=0.95)
 
     @property
     def run_dir(self) -> Path | None:
@@ -50,6 +56,10 @@ class LoadedModel:
         if self.plan is not None:
             return self.plan.class_names[self.plan.positive_class]
         return self.config.train.positive_class if self.config is not None else None
+
+    @property
+    def positive_index(self) -> int:
+        return self.class_names.index(self.positive_class) if self.positive_class in self.class_names else 1
 
 
 def load(run: str | Path) -> LoadedModel:
@@ -72,7 +82,8 @@ def load(run: str | Path) -> LoadedModel:
     tta = plan.tta if plan is not None else bool(config and config.train.tta)
     return LoadedModel(model, meta["model"], list(meta["class_names"]), int(meta["in_chans"]), int(meta["img_size"]),
                        tuple(meta["mean"]), tuple(meta["std"]), weights, meta.get("interpolation", "bilinear"), tta,
-                       folder, config, plan)
+                       folder, config, plan, float(meta.get("temperature", 1.0)), meta.get("threshold"),
+                       meta.get("threshold_rule", ""))
 
 
 def load_pretrained(name: str, weights: str | None = None, pretrained: bool = False) -> LoadedModel:
@@ -108,6 +119,9 @@ class Classifier(Protocol):
     in_chans: int
     interpolation: str
     precision: str  # what it computes in: fp32, bf16 or fp16
+    threshold: float | None  # two classes: the positive class from this probability on (None: argmax)
+    threshold_rule: str
+    positive_class: int
 
     @property
     def backend(self) -> str: ...  # what answers: "torch" or "onnxruntime"
@@ -137,7 +151,8 @@ def classifier_for(run: str | Path | LoadedModel, precision: str = "auto", backe
 
     loaded = run if isinstance(run, LoadedModel) else load(run)
     return TorchClassifier(loaded.model, loaded.class_names, loaded.img_size, loaded.in_chans, loaded.interpolation,
-                           loaded.mean, loaded.std, loaded.tta, inference_precision(precision, auto_precision_override()))
+                           loaded.mean, loaded.std, loaded.tta, inference_precision(precision, auto_precision_override()),
+                           loaded.temperature, loaded.threshold, loaded.threshold_rule, loaded.positive_index)
 
 
 def _current_export(run: str | Path) -> Path | None:
@@ -152,29 +167,85 @@ def _current_export(run: str | Path) -> Path | None:
 
 
 def predict(run: str | Path | LoadedModel, inputs: list[str | Path], topk: int = 5, batch_size: int = 64,
-            precision: str = "auto", backend: str = "auto") -> list[dict[str, Any]]:
-    """Top-k classes for every image file (folders are searched recursively); batched. `run` is a run folder,
-    its best.safetensors, a LoadedModel, or an ONNX file from `imgcls export`; a run with a current ONNX export
-    runs on onnxruntime without importing torch unless `backend` is torch (see classifier_for).
+            precision: str = "auto", backend: str = "auto", threshold: str | None = None,
+            abstain_below: str | None = None) -> list[dict[str, Any]]:
+    """Top-k classes and the decision for every image file (folders are searched recursively); batched. `run` is
+    a run folder, its best.safetensors, a LoadedModel, or an ONNX file from `imgcls export`; a run with a current
+    ONNX export runs on onnxruntime without importing torch unless `backend` is torch (see classifier_for).
 
-    Returns one dict per file: {"path", "predictions": [{"class", "probability"}, ...]} or {"path", "error"}.
+    The decision is the run's: the most probable class, or (two classes) the positive class from the run's chosen
+    threshold on; `threshold` overrides it (argmax, a number, or a rule chosen on the run's validation
+    predictions), `abstain_below` answers "uncertain" below a confidence (a number, or auto / accuracy=X: the
+    lowest confidence at which the run's validation predictions reach that accuracy).
+
+    Returns one dict per file: {"path", "decision", "predictions": [{"class", "probability"}, ...], "rule"?}
+    or {"path", "error"}.
     """
     if topk < 1:
         raise ImgclsError(f"--topk must be at least 1, got {topk}")
     files = image_files(inputs)
-    return _predict_batches(files, classifier_for(run, precision, backend), topk, batch_size)
+    classifier = classifier_for(run, precision, backend)
+    rule = decision_rule(run, classifier, threshold, abstain_below)
+    return _predict_batches(files, classifier, topk, batch_size, rule)
 
 
-def _predict_batches(files: list[Path], classifier: Classifier, topk: int, batch_size: int) -> list[dict[str, Any]]:
-    """Decode `files` batch by batch at the classifier's input and rank its classes."""
+def decision_rule(run: str | Path | LoadedModel, classifier: Classifier, threshold: str | None = None,
+                  abstain_below: str | None = None) -> DecisionRule:
+    """How `classifier`'s probabilities become answers: its run's threshold unless `threshold` says otherwise,
+    and the abstention confidence `abstain_below` asks for (see predict)."""
+    class_names = tuple(classifier.class_names)
+    chosen, how = classifier.threshold, classifier.threshold_rule
+    if threshold is not None:
+        parsed = parse_threshold(threshold)
+        if parsed is not None and len(class_names) != 2:
+            raise ImgclsError(f"--threshold is for two classes; this model has {len(class_names)} (per-class "
+                              f"thresholds are out of scope)")
+        if parsed is None:
+            chosen, how = None, ""
+        elif parsed.kind == "fixed":
+            chosen, how = parsed.target, "given"
+        else:
+            probs, labels = _validation_predictions(run, f"--threshold {parsed}")
+            positive = classifier.positive_class
+            chosen = choose_threshold(probs[:, positive], labels == positive, parsed)
+            how = f"{parsed} on validation"
+    abstain, abstain_how = None, ""
+    parsed_abstain = parse_abstain(abstain_below)
+    if parsed_abstain is not None and parsed_abstain[0] == "confidence":
+        abstain, abstain_how = parsed_abstain[1], "given"
+    elif parsed_abstain is not None:
+        probs, labels = _validation_predictions(run, "--abstain-below auto")
+        abstain, coverage, accuracy = confidence_for_accuracy(probs, labels, parsed_abstain[1])
+        abstain_how = (f"validation accuracy {accuracy:.3f} on the {coverage:.1%} it keeps, target "
+                       f"{parsed_abstain[1]:g}")
+    return DecisionRule(class_names, chosen, classifier.positive_class, how, abstain, abstain_how)
+
+
+def _validation_predictions(run: str | Path | LoadedModel, asked: str) -> tuple[np.ndarray, np.ndarray]:
+    """The run's saved (calibrated) validation probabilities and labels; a one-line error where there are none."""
+    folder = run.run if isinstance(run, LoadedModel) else RunFolder(Path(run).parent if Path(run).is_file() else run)
+    saved = load_split_predictions(folder).get("val") if folder is not None and folder.is_run() else None
+    if saved is None:
+        raise ImgclsError(f"{asked} is chosen on the run's validation predictions, and {run} has none; pass the run "
+                          f"folder (trained with a validation split) or a number")
+    return saved.probs, saved.labels
+
+
+def _predict_batches(files: list[Path], classifier: Classifier, topk: int, batch_size: int,
+                     rule: DecisionRule) -> list[dict[str, Any]]:
+    """Decode `files` batch by batch at the classifier's input, rank its classes and decide."""
     results: list[dict[str, Any]] = [{"path": str(path)} for path in files]
+    described = rule.describe()["decision"]
     for start in range(0, len(files), batch_size):
         images, positions, errors = decode_files(files[start:start + batch_size], classifier.img_size,
                                                  classifier.in_chans, classifier.interpolation)
         for position, reason in errors.items():
             results[start + position]["error"] = reason
         if positions:
-            ranked = top_classes(classifier.probabilities(images), classifier.class_names, topk)
-            for position, guesses in zip(positions, ranked):
-                results[start + position]["predictions"] = guesses
+            probabilities = classifier.probabilities(images)
+            ranked = top_classes(probabilities, classifier.class_names, topk)
+            for position, guesses, decision in zip(positions, ranked, rule.decide(probabilities)):
+                results[start + position].update(decision=decision, predictions=guesses)
+                if described != "argmax":
+                    results[start + position]["rule"] = described
     return results

@@ -12,7 +12,7 @@ from imgcls import __version__
 from imgcls.console import get_console, warn
 from imgcls.errors import ImgclsError
 from imgcls.serving.app import ServeSettings, create_app
-from imgcls.workflows.predict import Classifier, classifier_for
+from imgcls.workflows.predict import Classifier, classifier_for, decision_rule
 
 
 def is_loopback(host: str) -> bool:
@@ -26,9 +26,10 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
-          insecure: bool = False) -> None:
+          insecure: bool = False, threshold: str | None = None, abstain_below: str | None = None) -> None:
     """Serve `model` (a run folder or MODEL.onnx) until interrupted, with `settings` (batching, limits, token;
-    ServeSettings() by default). Binds 127.0.0.1 by default; any other address needs a bearer token in the
+    ServeSettings() by default); each answer's decision is made as `imgcls.predict`'s (`threshold`,
+    `abstain_below`). Binds 127.0.0.1 by default; any other address needs a bearer token in the
     settings (or, knowingly, `insecure`)."""
     settings = settings or ServeSettings()
     if not is_loopback(host):
@@ -39,9 +40,11 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
             warn(f"serving on {host} without a token (--insecure): anyone who reaches this port can use the model")
     _check(settings, port)
     classifier = classifier_for(model, "auto")
-    app = create_app(classifier, settings, describe(classifier))
+    rule = decision_rule(model, classifier, threshold, abstain_below)
+    app = create_app(classifier, settings, describe(classifier), rule)
     get_console().print(f"serving {model} on http://{host}:{port}/ with {classifier.backend} "
-                        f"({classifier.precision}) (upload page: /, API docs: /docs, metrics: /metrics; Ctrl-C stops)")
+                        f"({classifier.precision}) (upload page: /, API docs: /docs, metrics: /metrics; Ctrl-C stops)"
+                        f"\ndecision: {rule.describe()['decision']}")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=5)
 
 

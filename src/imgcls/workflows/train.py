@@ -33,13 +33,15 @@ from imgcls.console import get_console, warn
 from imgcls.data import DataBundle, build_dataset, native_image_size
 from imgcls.data.problems import warn_about_data
 from imgcls.engine.accelerator import process_state, share_from_main
-from imgcls.engine.checkpoint import BestWeights, weights_metadata
+from imgcls.engine.checkpoint import BestWeights, update_metadata, weights_metadata
+from imgcls.engine.decisions import apply_decisions, fit_decisions
 from imgcls.engine.loaders import make_loaders, with_measured_splits
 from imgcls.engine.precision import agreed_precision, probe_batch, to_channels_last, unfuse_cpu_attention
 from imgcls.engine.probe import train_linear_probe
 from imgcls.engine.trainer import FitResult, fit
 from imgcls.errors import ImgclsError
 from imgcls.metrics import positive_index
+from imgcls.metrics.operating_point import parse_threshold
 from imgcls.models import create_model
 from imgcls.models.defaults import ModelDefaults
 from imgcls.models.input_size import check_input_sizes
@@ -105,6 +107,7 @@ def _train_in(run: RunFolder, config: Config, resumed: bool, state: PartialState
         _record_start(run, config, plan, bundle, resumed)
     result = _run_training(model, bundle, config, plan, run, resumed)
     if is_main:
+        _decide(run, config, plan, result)
         _finish(run, bundle, model, plan, result, started, config.train.report)
     return TrainOutcome(run.path, result.final_metrics, result.best_epoch, len(result.history), result.wall_time_s,
                         plan)
@@ -126,8 +129,9 @@ def _load_data(config: Config, processes: int) -> tuple[ModelDefaults, DataBundl
                           f"check that the files are intact images")
     if "val" not in bundle.splits:
         warn("no validation split (--val-split 0 and no val/ folder): the last epoch is kept as best")
-    # a wrong --positive-class fails now, not after the model is built and its precision timed (seconds)
+    # a wrong --positive-class or --threshold fails now, not after the model is built and its precision timed
     positive_index(list(bundle.class_names), config.train.positive_class)
+    _check_threshold(config, bundle)
     return defaults, bundle, note
 
 
@@ -198,6 +202,21 @@ def _run_training(model: nn.Module, bundle: DataBundle, config: Config, plan: Tr
     groups = param_groups(model, plan.lr, plan.weight_decay, plan.backbone_lr_scale)
     frozen = backbone_parameters(model) if plan.freeze_epochs else None
     return fit(model, loaders, plan, run, BestWeights(run.weights_file, metadata), groups, frozen, resume=resume)
+
+
+def _decide(run: RunFolder, config: Config, plan: TrainPlan, result: FitResult) -> None:
+    """Calibrate the probabilities and choose the operating point on the validation predictions; the metrics and
+    predictions become the calibrated ones, and the weights file carries both decisions."""
+    rule = parse_threshold(config.train.threshold)
+    if not (config.train.calibrate or rule) or not result.predictions:
+        return
+    decisions = fit_decisions(result.predictions, config.train.calibrate, rule, plan.positive_class)
+    if decisions.temperature == 1.0 and decisions.threshold is None:
+        return
+    result.predictions, result.final_metrics = apply_decisions(result.predictions, decisions,
+                                                               list(plan.class_names), plan.seed)
+    update_metadata(run.weights_file, decisions.weights_metadata(list(plan.class_names)))
+    run.write_decisions(decisions.record)
 
 
 def _finish(run: RunFolder, bundle: DataBundle, model: nn.Module, plan: TrainPlan, result: FitResult,
@@ -282,6 +301,19 @@ def _print_data_summary(bundle: DataBundle, plan: TrainPlan, run: RunFolder) -> 
         f"{plan.img_size}px, {plan.channels} channel(s), decoded images in {bundle.cache}\n"
         f"model: {plan.model}   run: {run.path}"
     )
+
+
+def _check_threshold(config: Config, bundle: DataBundle) -> None:
+    """--threshold needs two classes, and a validation split unless it is a fixed number."""
+    rule = parse_threshold(config.train.threshold)
+    if rule is None:
+        return
+    if len(bundle.class_names) != 2:
+        raise ImgclsError(f"--threshold is for two classes; this data has {len(bundle.class_names)} (per-class "
+                          f"thresholds are out of scope: multi-class runs predict the most probable class)")
+    if rule.kind != "fixed" and "val" not in bundle.splits:
+        raise ImgclsError(f"--threshold {rule} is chosen on the validation split, and there is none; give "
+                          f"--val-split or a fixed threshold such as --threshold 0.3")
 
 
 def _warn_about(notes: dict[str, str]) -> None:

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from imgcls.config.variables import (
+    AUTO_PRECISION_ENV,
+    CACHE_DIR_ENV,
+    COLLECTIVE_TIMEOUT_ENV,
+    DEFAULT_COLLECTIVE_TIMEOUT_S,
+    LAUNCHER_VARIABLES,
+    auto_precision_override,
+    collective_timeout_s,
+    default_cache_dir,
+    default_data_root,
+    plain_process_environment,
+)
 from imgcls.errors import ImgclsError, first_line
+
+__all__ = ["AUTO_PRECISION_ENV", "CACHE_DIR_ENV", "COLLECTIVE_TIMEOUT_ENV", "DEFAULT_COLLECTIVE_TIMEOUT_S",
+           "LAUNCHER_VARIABLES", "auto_precision_override", "collective_timeout_s", "default_cache_dir",
+           "default_data_root", "plain_process_environment"]  # re-exported: `from imgcls.config import ...`
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "onecycle", "constant")
@@ -89,6 +104,12 @@ class TrainConfig:
     monitor: str = "accuracy"
     patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
     positive_class: str | None = None  # two-class data: the class whose sensitivity etc. is reported (default 2nd)
+    calibrate: bool = True  # fit a temperature on the validation split at the end (probabilities that mean it)
+    threshold: str | None = None  # two classes: auto | youden | P | sensitivity=X | specificity=X; None: argmax
+    ema: float | None = None  # keep an exponential moving average of the weights with this decay (e.g. 0.999)
+    folds: int = 0  # K-fold cross-validation: K runs, each image held out once per repeat (0: one split)
+    repeats: int = 1  # cross-validation repeated with other fold assignments
+    final: bool = False  # after the folds, train the deployable model on all the data with the same plan
     runs_dir: str = "runs"
     name: str | None = None
 
@@ -308,8 +329,21 @@ def _validate_model_and_train(config: Config) -> None:
     if train.patience and train.monitor == "last":
         raise ImgclsError("--patience stops when a val metric stops improving; --monitor last watches none: "
                           "pick a metric with --monitor or drop --patience")
+    _validate_decisions(train)
     if train.name is not None and (not train.name or "/" in train.name or train.name in (".", "..")):
         raise ImgclsError(f"--name must be a plain folder name, got '{train.name}'")
+
+
+def _validate_decisions(train: TrainConfig) -> None:
+    """EMA and cross-validation (the threshold's rule is checked with the data: it needs two classes)."""
+    if train.ema is not None and not 0.0 < train.ema < 1.0:
+        raise ImgclsError(f"--ema is the average's decay, between 0 and 1 (e.g. 0.999), got {train.ema}")
+    if train.folds == 1 or train.folds < 0:
+        raise ImgclsError(f"--folds must be 2 or more (0: one split), got {train.folds}")
+    if train.repeats < 1 or (train.repeats > 1 and not train.folds):
+        raise ImgclsError(f"--repeats must be at least 1 and needs --folds, got {train.repeats}")
+    if train.final and not train.folds:
+        raise ImgclsError("--final trains on all the data after cross-validation; it needs --folds K")
 
 
 FLAT_ALIASES = {"model": ("model", "name"), "name": ("train", "name")}
@@ -340,56 +374,6 @@ def data_root_of(data: DataConfig) -> Path:
 def cache_dir_of(data: DataConfig) -> Path:
     """The cache folder a data config uses: --cache-dir, else ~/.cache/imgcls."""
     return Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
-
-
-CACHE_DIR_ENV = "IMGCLS_CACHE_DIR"  # another default cache folder (shared machines, test sessions)
-AUTO_PRECISION_ENV = "IMGCLS_AUTO_PRECISION"  # pins what --precision auto means: fp32 or bf16 (CI, clusters)
-
-
-def default_cache_dir() -> Path:
-    """Where imgcls caches decoded images, linear-probe features and precision timings without --cache-dir:
-    $IMGCLS_CACHE_DIR, else ~/.cache/imgcls."""
-    configured = os.environ.get(CACHE_DIR_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "imgcls"
-
-
-def default_data_root() -> Path:
-    """Where built-in datasets live when --data-root is not given: <cache folder>/datasets."""
-    return default_cache_dir() / "datasets"
-
-
-COLLECTIVE_TIMEOUT_ENV = "IMGCLS_COLLECTIVE_TIMEOUT_S"  # how long a rank waits for the others in a collective
-DEFAULT_COLLECTIVE_TIMEOUT_S = 900
-
-
-def collective_timeout_s() -> float:
-    """Seconds a process of a distributed job waits in a collective before failing (default 900)."""
-    value = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
-    try:
-        return float(value) if value else DEFAULT_COLLECTIVE_TIMEOUT_S
-    except ValueError:
-        raise ImgclsError(f"{COLLECTIVE_TIMEOUT_ENV}={value} is not a number of seconds; set it to e.g. 600") \
-            from None
-
-
-LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
-                      "MASTER_PORT")  # set by torchrun / accelerate launch
-
-
-def plain_process_environment() -> dict[str, str]:
-    """This process's environment without the launcher's rank variables: for a child that is one plain process."""
-    return {name: value for name, value in os.environ.items()
-            if name not in LAUNCHER_VARIABLES and not name.startswith("TORCHELASTIC_")}
-
-
-def auto_precision_override() -> str | None:
-    """What `--precision auto` is pinned to by $IMGCLS_AUTO_PRECISION (fp32 or bf16), or None to decide."""
-    value = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
-    if not value or value == "auto":
-        return None
-    if value not in ("fp32", "bf16"):
-        raise ImgclsError(f"{AUTO_PRECISION_ENV}={value} is not a precision; set it to fp32 or bf16, or unset it")
-    return value
 
 
 def config_from_dict(values: dict[str, Any], where: str) -> Config:
