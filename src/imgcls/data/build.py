@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class DataBundle:
         """Number of images of each class in `split`."""
         labels = self.splits[split].labels.numpy()
         return np.bincount(labels, minlength=len(self.class_names)).tolist()
+
+    def regrouped(self, parts: dict[str, np.ndarray], of: str = "all") -> DataBundle:
+        """The same data with new splits: each part the images of split `of` at those indices (a fold of a
+        cross-validation); the decoded images are shared, not copied."""
+        splits = {name: _select(self.splits[of], indices) for name, indices in parts.items()}
+        return dataclasses.replace(self, splits=splits, warnings=[])
 
 
 def build_dataset(

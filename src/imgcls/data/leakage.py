@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from imgcls.data.folders import FileSplit
-from imgcls.data.groups import file_digests, group_names, joined
+from imgcls.data.folds import file_groups
+from imgcls.data.groups import file_digests, group_names
 from imgcls.data.split import grouped_stratified_split
 
 NAMED = 3  # copies named in the one-line warning
@@ -18,12 +19,8 @@ def split_keeping_groups(files: FileSplit, fractions: list[float], seed: int, ro
                          workers: int) -> tuple[list[np.ndarray], list[str]]:
     """Indices of the parts of a seeded stratified split where every group of `group_by` and every set of
     byte-identical files lands whole in one part; and warnings."""
-    keyings: list[list[str | None]] = [list(file_digests(files.paths, workers))]
-    warnings: list[str] = []
-    if group_by:
-        names, warnings = group_names(group_by, files.paths, root)
-        keyings.append(names)
-    return grouped_stratified_split(files.labels, joined(*keyings), fractions, seed), warnings
+    groups, warnings = file_groups(files.paths, root, group_by, workers)
+    return grouped_stratified_split(files.labels, groups, fractions, seed), warnings
 
 
 def groups_across(splits: dict[str, FileSplit], root: Path, group_by: str) -> list[str]:

@@ -20,6 +20,39 @@ BINARY_CI_METRICS = ("sensitivity", "specificity")
 def bootstrap_intervals(probs, targets, positive: int = 1, resamples: int = RESAMPLES, seed: int = 0,
                         level: float = 0.95, chunk: int | None = None) -> dict[str, tuple[float, float] | None]:
     """{metric: (low, high)} percentile intervals; None where the metric is undefined in most resamples."""
+    return percentile_intervals(bootstrap_draws(probs, targets, positive, resamples, seed, chunk), resamples, level)
+
+
+def pooled_intervals(repeats: list, targets, positive: int = 1, resamples: int = RESAMPLES, seed: int = 0,
+                     level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+    """Intervals of out-of-fold metrics pooled over repeated cross-validation: `repeats` holds one (N, K)
+    probability matrix per repeat, rows in the same image order. Images are resampled (the same draw for every
+    repeat, as the seed and N are the same) and each resample's value is the mean over the repeats, so an image
+    that appears once per repeat still counts as one image."""
+    draws = [bootstrap_draws(probs, targets, positive, resamples, seed) for probs in repeats]
+    averaged = {name: torch.stack([draw[name] for draw in draws]).mean(0) for name in draws[0]}
+    return percentile_intervals(averaged, resamples, level)
+
+
+def percentile_intervals(draws: dict[str, torch.Tensor], resamples: int,
+                         level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+    """{metric: (low, high)} percentiles of each metric's resampled values (NaN where undefined in a resample);
+    None where it is undefined in most resamples."""
+    tail = (1.0 - level) / 2
+    intervals: dict[str, tuple[float, float] | None] = {}
+    for name, values in draws.items():
+        values = values[~torch.isnan(values)]
+        if values.numel() < 0.5 * resamples:
+            intervals[name] = None
+            continue
+        low, high = torch.quantile(values, torch.tensor([tail, 1.0 - tail], dtype=values.dtype)).tolist()
+        intervals[name] = (low, high)
+    return intervals
+
+
+def bootstrap_draws(probs, targets, positive: int = 1, resamples: int = RESAMPLES, seed: int = 0,
+                    chunk: int | None = None) -> dict[str, torch.Tensor]:
+    """{metric: (resamples,) values}, one per multinomial resample of the samples (NaN where undefined)."""
     num_samples, num_classes = probs.shape
     # Resamples are processed in blocks of about a million weights: large enough to vectorize,
     # small enough to stay in cache (bigger blocks were several times slower per resample).
@@ -39,17 +72,7 @@ def bootstrap_intervals(probs, targets, positive: int = 1, resamples: int = RESA
             if name in draws:
                 draws[name].append(values)
         draws["roc_auc"].append(_weighted_auc(weights, auc_setup))
-    tail = (1.0 - level) / 2
-    intervals: dict[str, tuple[float, float] | None] = {}
-    for name, chunks in draws.items():
-        values = torch.cat(chunks)
-        values = values[~torch.isnan(values)]
-        if values.numel() < 0.5 * resamples:
-            intervals[name] = None
-            continue
-        low, high = torch.quantile(values, torch.tensor([tail, 1.0 - tail], dtype=values.dtype)).tolist()
-        intervals[name] = (low, high)
-    return intervals
+    return {name: torch.cat(chunks) for name, chunks in draws.items()}
 
 
 def _weighted_confusion(weights, targets, predictions, num_classes: int):

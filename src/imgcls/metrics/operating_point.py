@@ -89,14 +89,15 @@ def wilson_interval(successes: int, trials: int) -> list[float] | None:
     return [max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)]
 
 
-def at_threshold(scores: np.ndarray, positive: np.ndarray, threshold: float) -> dict:
+def at_threshold(scores: np.ndarray, positive: np.ndarray, threshold: float | np.ndarray) -> dict:
     """Sensitivity, specificity, PPV, NPV (with Wilson intervals), F1 and accuracy of calling `scores` >=
-    `threshold` positive, and the four counts."""
+    `threshold` positive, and the four counts. `threshold` may be one per sample (pooled folds, each with its
+    own); "threshold" is then None."""
     positive = np.asarray(positive, dtype=bool)
     called = np.asarray(scores, dtype=np.float64) >= threshold
     tp, fp = int(np.sum(called & positive)), int(np.sum(called & ~positive))
     fn, tn = int(np.sum(~called & positive)), int(np.sum(~called & ~positive))
-    result: dict = {"threshold": float(threshold)}
+    result: dict = {"threshold": float(threshold) if np.ndim(threshold) == 0 else None}
     for name, hits, total in (("sensitivity", tp, tp + fn), ("specificity", tn, tn + fp), ("ppv", tp, tp + fp),
                               ("npv", tn, tn + fn)):
         result[name] = {"value": hits / total if total else None, "ci95": wilson_interval(hits, total)}

@@ -197,6 +197,19 @@ def _decisions(metrics: dict, decisions: dict, splits: list[str]) -> dict | None
             "point": points[0][1] if points else None, "table_split": last, "table": table}
 
 
+def _cross_validation(table: dict | None) -> dict | None:
+    """The report's per-fold table, its last rows the mean and the standard deviation."""
+    if not table:
+        return None
+    names = table["metrics"]
+    rows = [[row["fold"], f"{row['images']:,}", *(format_value(row[name]) for name in names)]
+            for row in table["per_fold"]]
+    rows.append(["mean", "", *(format_value(table["mean"][name]) for name in names)])
+    rows.append(["sd", "", *(format_value(table["sd"][name]) for name in names)])
+    return {"folds": table["folds"], "repeats": table["repeats"], "note": table["note"], "rows": rows,
+            "labels": [METRIC_LABELS.get(name, name) for name in names]}
+
+
 def _fmt(entry: dict) -> dict:
     interval = entry.get("ci95")
     return {"value": format_value(entry.get("value")),
@@ -220,6 +233,7 @@ def build_report(folder: RunFolder, title: str | None = None) -> Path:
         class_counts=_class_counts(metrics, splits),
         per_class=_per_class(metrics, splits),
         decisions=_decisions(metrics, folder.read_decisions(), splits),
+        cross_validation=_cross_validation(folder.read_cross_validation()),
         figure_sections=_figures(folder, splits, len(metrics[splits[0]]["per_class"])),
         history=_history_table(folder.read_history()),
         plan_rows=_plan_rows(folder.read_plan()),

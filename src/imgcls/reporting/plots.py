@@ -110,7 +110,8 @@ def plot_roc(predictions: SplitPredictions, metrics: dict, class_names: list[str
         if point is not None and point["sensitivity"]["value"] is not None:
             sens, spec = point["sensitivity"]["value"], point["specificity"]["value"]
             axes.plot([1 - spec], [sens], "*", color="tab:red", markersize=14,
-                      label=f"threshold {point['threshold']:.3f} ({point['rule']}): sensitivity {sens:.3f}, "
+                      label=(f"threshold {point['threshold']:.3f}" if point["threshold"] is not None else
+                             "each fold's threshold") + f" ({point['rule']}): sensitivity {sens:.3f}, "
                             f"specificity {spec:.3f}")
     else:
         grid = np.linspace(0, 1, 501)

@@ -67,7 +67,8 @@ def _print_operating_points(metrics_by_split: dict[str, dict]) -> None:
     if not points:
         return
     first = next(iter(points.values()))
-    table = Table(title=escape(f"at threshold {first['threshold']:.4f} ({first['rule']}, chosen on "
+    where = f"at threshold {first['threshold']:.4f}" if first["threshold"] is not None else "at each fold's threshold"
+    table = Table(title=escape(f"{where} ({first['rule']}, chosen on "
                                f"{first['chosen_on']})"), title_justify="left",
                   caption=escape("[low, high] = 95% Wilson interval"), caption_justify="left")
     table.add_column("metric")
@@ -77,6 +78,23 @@ def _print_operating_points(metrics_by_split: dict[str, dict]) -> None:
                        ("npv", "NPV"), ("f1", "F1")):
         table.add_row(label, *(escape(_fmt_with_interval(point[key])) for point in points.values()))
     get_console().print(table)
+
+
+def print_cross_validation(table: dict) -> None:
+    """cross_validation.json: each fold's test metrics, then their mean and standard deviation."""
+    names = table["metrics"]
+    shown = Table(title=f"{table['folds']}-fold cross-validation" + (f", {table['repeats']} repeats"
+                                                                       if table["repeats"] > 1 else "")
+                  + ": each fold's test metrics", title_justify="left")
+    shown.add_column("fold")
+    shown.add_column("images", justify="right")
+    for name in names:
+        shown.add_column(METRIC_LABELS.get(name, name), justify="right")
+    for row in table["per_fold"]:
+        shown.add_row(escape(row["fold"]), str(row["images"]), *(format_value(row[name]) for name in names))
+    shown.add_row("mean ± sd", "", *(f"{format_value(table['mean'][name])} ± {format_value(table['sd'][name])}"
+                                     for name in names))
+    get_console().print(shown)
 
 
 def print_predictions(results: list[dict], output_format: str) -> None:

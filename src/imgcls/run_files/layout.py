@@ -3,6 +3,8 @@
 ```
 RUN/  config.yaml plan.json classes.json history.csv metrics.json run.json best.safetensors head.safetensors
       decisions.json
+      cross-validation: config.yaml folds.json out_of_fold.csv cross_validation.json metrics.json run.json
+      predictions/out_of_fold.npz plots/ report.html fold-K/ (or repeat-R-fold-K/, each a run) final/ (a run)
       last/ (trainer_state.json + Accelerate's files)  predictions/<split>.npz, <split>_mistakes.csv
       plots/*.png  report.html  skipped.txt  deduped.txt  eval/<data>-<split>/ (the same layout for one evaluation)
 ```
@@ -36,6 +38,10 @@ TRAINER_STATE = "trainer_state.json"
 REPORT = "report.html"
 SKIPPED = "skipped.txt"
 DEDUPED = "deduped.txt"
+FOLDS = "folds.json"  # cross-validation: every image's fold in each repeat
+OUT_OF_FOLD = "out_of_fold.csv"  # cross-validation: every image's held-out prediction, once per repeat
+CROSS_VALIDATION = "cross_validation.json"  # cross-validation: the per-fold table, mean and sd
+FINAL = "final"  # cross-validation: the model trained on all the data (--final)
 DECISIONS = "decisions.json"  # the fitted temperature and the chosen threshold, with what they were fitted on
 PLOTS = "plots"
 PREDICTIONS = "predictions"
@@ -194,6 +200,38 @@ class RunFolder:
     @property
     def skipped_file(self) -> Path:
         return self.path / SKIPPED
+
+    def fold(self, repeat: int, fold: int, repeats: int) -> "RunFolder":
+        """The run of one fold of a cross-validation (1-based numbers in the name)."""
+        name = f"fold-{fold + 1}" if repeats == 1 else f"repeat-{repeat + 1}-fold-{fold + 1}"
+        return RunFolder(self.path / name)
+
+    @property
+    def final(self) -> "RunFolder":
+        return RunFolder(self.path / FINAL)
+
+    def is_cross_validation(self) -> bool:
+        return (self.path / FOLDS).is_file()
+
+    def write_folds(self, values: dict) -> None:
+        write_json_atomic(self.path / FOLDS, values)
+
+    def read_folds(self) -> dict | None:
+        return _read_json(self.path / FOLDS)
+
+    def write_cross_validation(self, values: dict) -> None:
+        write_json_atomic(self.path / CROSS_VALIDATION, values)
+
+    def read_cross_validation(self) -> dict | None:
+        return _read_json(self.path / CROSS_VALIDATION)
+
+    def write_out_of_fold(self, header: list[str], rows: list[list]) -> None:
+        """out_of_fold.csv: one row per image and repeat."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        write_text_atomic(self.path / OUT_OF_FOLD, buffer.getvalue())
 
     def write_decisions(self, values: dict) -> None:
         write_json_atomic(self.path / DECISIONS, values)

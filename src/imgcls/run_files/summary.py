@@ -78,3 +78,12 @@ def evaluation_summary(source: str, split: str, model: str, input_shape: tuple[i
     """run.json of an evaluation; `input_shape` is (channels, image side)."""
     return {"kind": "evaluation", "data": source, "split": split, "model": model, "img_size": input_shape[1],
             "in_chans": input_shape[0], "parameters": parameters, "evaluated_run": evaluated_run, **stamp()}
+
+
+def cross_validation_summary(data: SummarizedData, plan: TrainPlan, folds: int, repeats: int,
+                             wall_time_s: float) -> dict[str, Any]:
+    """run.json of a cross-validation: the whole data, the folds' model, how many folds and repeats."""
+    return {"kind": "cross-validation", "data": data.source, "model": plan.model, "img_size": plan.img_size,
+            "in_chans": plan.channels, "folds": folds, "repeats": repeats,
+            "class_counts": {split: data.class_counts(split) for split in data.splits},
+            "wall_time_s": round(wall_time_s, 2), "precision": plan.precision, **stamp()}
