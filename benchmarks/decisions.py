@@ -158,8 +158,8 @@ def fashion_mnist(tree: Path, runs_dir: Path, reuse: bool) -> dict:
         "argmax_differ_runs": int((probs.argmax(1) != plain_probs.argmax(1)).sum()),
         "argmax_differ_recovered": int((probs.argmax(1) != recovered.argmax(1)).sum()),
         "recovered_vs_run": float(np.abs(recovered - plain_probs).max()),
-        "after": reliability(probs, labels), "before": reliability(plain_probs, labels),
-        "before_recovered": reliability(recovered, labels),
+        "after": reliability(probs, labels), "before": reliability(recovered, labels),
+        "plain": reliability(plain_probs, labels),
         "history_plain": history(calibrated_run), "history_ema": history(runs["ema"][0]),
     }
 
@@ -232,8 +232,12 @@ def fashion_mnist_lines(found: dict) -> list[str]:
     for index in sorted(set(before) | set(after)):
         cells = [f"{b[0]} | {b[1]:.4f} | {b[2]:.4f}" if (b := side.get(index)) else "0 | | " for side in (before, after)]
         lines.append(f"| {index / ECE_BINS:.3f}–{(index + 1) / ECE_BINS:.3f} | {cells[0]} | {cells[1]} |")
-    lines += ["", f"ECE recomputed from predictions/test.npz: {found['before'][0]:.4f} (`--no-calibrate` run), "
-              f"{found['after'][0]:.4f} (calibrated run); metrics.json: {value(plain, 'ece'):.4f}, {ece_after:.4f}.", ""]
+    lines += ["", "Before: the calibrated run's probabilities raised to the power T and renormalised. ECE and NLL "
+              "recomputed from predictions/test.npz (metrics.json in brackets): before "
+              f"{found['before'][0]:.4f} / {found['before'][1]:.4f} ({ece_before:.4f} / {nll_before:.4f}), after "
+              f"{found['after'][0]:.4f} / {found['after'][1]:.4f} ({ece_after:.4f} / {nll_after:.4f}), `--no-calibrate` "
+              f"run {found['plain'][0]:.4f} / {found['plain'][1]:.4f} ({value(plain, 'ece'):.4f} / "
+              f"{value(plain, 'loss'):.4f}).", ""]
     return lines + ema_lines(found, calibrated, ema)
 
 

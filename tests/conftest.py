@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FASHION_MNIST_SYSTEM_COPY, make_class_folders
+from tests.helpers import FASHION_MNIST_SYSTEM_COPY, make_class_folders, make_shirt_folder
 
 _SESSION_CACHE: list[str] = []
 
@@ -50,6 +50,14 @@ def fmnist_root(tmp_path_factory) -> Path:
     if not (FASHION_MNIST_SYSTEM_COPY / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist")
     return tmp_path_factory.mktemp("datasets")
+
+
+@pytest.fixture(scope="session")
+def shirt_folder(tmp_path_factory) -> Path:
+    """The X-ray stand-in: 800 real Fashion-MNIST Shirt and 800 T-shirt/top images in two class folders."""
+    if not (FASHION_MNIST_SYSTEM_COPY / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist")
+    return make_shirt_folder(tmp_path_factory.mktemp("xray-stand-in") / "shirts")
 
 
 @pytest.fixture

@@ -16,7 +16,10 @@ from imgcls.metrics.bootstrap import bootstrap_intervals, pooled_intervals
 from imgcls.metrics.operating_point import wilson_interval
 from imgcls.metrics.selective import selective_accuracy
 
-DRAWS = 300  # simulated datasets per check: a true coverage of 0.95 is measured as 0.95 ± 0.013
+DRAWS = 300  # simulated test sets per one-split check: a true coverage of 0.95 is measured as 0.95 ± 0.013
+# Cross-validated intervals cover about 0.93 (2,000 draws: the learner's own variance is not in them), so they
+# need more draws for a 0.90 bar to tell: 600 measure 0.93 ± 0.010.
+CV_DRAWS = 600
 CONTROL_DRAWS = 100
 RESAMPLES = 400
 REQUIRED_COVERAGE = 0.90
@@ -88,6 +91,11 @@ def _fit_discriminant(features: np.ndarray, targets: np.ndarray, training: np.nd
     return weights, bias
 
 
+def _gaussian_features(rng: np.random.Generator, targets: np.ndarray) -> np.ndarray:
+    noise = rng.standard_normal((*targets.shape, 2)) @ np.linalg.cholesky(SHARED_COVARIANCE).T
+    return noise + CLASS_MEANS[targets]
+
+
 def _positive_probability(features: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(np.einsum("dni,di->dn", features, weights) + bias[:, None])))
 
@@ -111,6 +119,16 @@ def _out_of_fold(features: np.ndarray, targets: np.ndarray, rng: np.random.Gener
     return probability
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Thousands of bootstraps of a few hundred rows: a second intra-op thread gains nothing on tensors this
+    small, and on a busy machine its spin-waits made these checks 8 times slower (114 s against 14.5 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_split() -> OneSplitDraws:
     return _one_split_sample(np.random.default_rng(0), DRAWS, TEST_SIZE)
@@ -119,9 +137,8 @@ def one_split() -> OneSplitDraws:
 @pytest.fixture(scope="module")
 def cross_validated() -> CrossValidatedDraws:
     rng = np.random.default_rng(1)
-    targets = (rng.random((DRAWS, TRAIN_SIZE)) < 0.5).astype(np.int64)
-    noise = rng.standard_normal((DRAWS, TRAIN_SIZE, 2)) @ np.linalg.cholesky(SHARED_COVARIANCE).T
-    features = noise + CLASS_MEANS[targets]
+    targets = (rng.random((CV_DRAWS, TRAIN_SIZE)) < 0.5).astype(np.int64)
+    features = _gaussian_features(rng, targets)
     weights, bias = _fit_discriminant(features, targets, np.ones(targets.shape, dtype=bool))
     true_accuracy, true_auc = _population_accuracy_and_auc(weights, bias)
     repeats = [_out_of_fold(features, targets, rng) for _ in range(2)]
@@ -136,7 +153,7 @@ def _two_columns(positive: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack([1.0 - positive, positive], -1)).float()
 
 
-def _coverage(label: str, intervals: list, truths) -> float:
+def _coverage(label: str, intervals: list, truths: float | np.ndarray) -> float:
     """The share of intervals (low, high) that hold their truth; printed so `pytest -s` shows it."""
     truths = np.broadcast_to(np.asarray(truths, dtype=np.float64), (len(intervals),))
     share = float(np.mean([low <= truth <= high for (low, high), truth in zip(intervals, truths)]))
@@ -144,16 +161,25 @@ def _coverage(label: str, intervals: list, truths) -> float:
     return share
 
 
-def test_true_values_match_a_large_sample():
-    probs, targets = _one_split_sample(np.random.default_rng(2), 1, 2_000_000)
+def test_exact_true_values_match_a_large_sample():
+    probs, targets = _one_split_sample(np.random.default_rng(2), 1, 500_000)
     probs, targets = probs[0], targets[0]
     predicted = probs.argmax(1)
     confidence_order = np.argsort(-probs.max(1), kind="stable")[: round(SELECTIVE_COVERAGE * targets.size)]
-    assert (predicted == targets).mean() == pytest.approx(TRUE_ONE_SPLIT["accuracy"], abs=2e-3)
-    assert skm.roc_auc_score(targets, probs[:, 1]) == pytest.approx(TRUE_ONE_SPLIT["roc_auc"], abs=2e-3)
-    assert predicted[targets == 1].mean() == pytest.approx(TRUE_ONE_SPLIT["sensitivity"], abs=2e-3)
+    assert (predicted == targets).mean() == pytest.approx(TRUE_ONE_SPLIT["accuracy"], abs=3e-3)
+    assert skm.roc_auc_score(targets, probs[:, 1]) == pytest.approx(TRUE_ONE_SPLIT["roc_auc"], abs=3e-3)
+    assert predicted[targets == 1].mean() == pytest.approx(TRUE_ONE_SPLIT["sensitivity"], abs=3e-3)
     assert (predicted == targets)[confidence_order].mean() == pytest.approx(TRUE_ONE_SPLIT["selective_accuracy"],
-                                                                           abs=2e-3)
+                                                                           abs=3e-3)
+
+    rng = np.random.default_rng(3)
+    rule = (np.array([[1.2, 0.3]]), np.array([-0.5]))
+    accuracy, auc = _population_accuracy_and_auc(*rule)
+    targets = (rng.random((1, 500_000)) < 0.5).astype(np.int64)
+    features = _gaussian_features(rng, targets)
+    positive = _positive_probability(features, *rule)[0]
+    assert ((positive > 0.5) == targets[0]).mean() == pytest.approx(accuracy[0], abs=3e-3)
+    assert skm.roc_auc_score(targets[0], positive) == pytest.approx(auc[0], abs=3e-3)
 
 
 def test_bootstrap_intervals_on_one_split_cover_true_accuracy_and_auc(one_split):
@@ -189,12 +215,12 @@ def test_pooled_out_of_fold_intervals_cover_the_model_fit_on_all_data(cross_vali
     targets = torch.from_numpy(cross_validated.targets)
     intervals = [pooled_intervals([_two_columns(repeat[draw]) for repeat in cross_validated.repeats[:repeats]],
                                   targets[draw], resamples=RESAMPLES, seed=draw)
-                 for draw in range(DRAWS)]
+                 for draw in range(CV_DRAWS)]
     truths = {"accuracy": cross_validated.true_accuracy, "roc_auc": cross_validated.true_auc}
     for metric, truth in truths.items():
         share = _coverage(f"{FOLDS}-fold out-of-fold pooled over {repeats} repeat(s), 95% interval of {metric}",
                           [interval[metric] for interval in intervals], truth)
-        assert share >= REQUIRED_COVERAGE, f"{metric}, {repeats} repeat(s): {share:.3f} of {DRAWS} intervals cover"
+        assert share >= REQUIRED_COVERAGE, f"{metric}, {repeats} repeat(s): {share:.3f} of {CV_DRAWS} cover"
 
 
 def test_half_level_intervals_cover_far_less_often(one_split, cross_validated):

@@ -15,7 +15,7 @@ from tests.helpers import interrupt_in_epoch
 def _history(run):
     timing = {"epoch_time_s", "train_time_s", "data_time_s", "step_time_s", "train_images_per_s"}
     rows = csv.DictReader((run / "history.csv").open())
-    return [{k: float(v) for k, v in row.items() if k not in timing} for row in rows]
+    return [{k: v if k == "kept_weights" else float(v) for k, v in row.items() if k not in timing} for row in rows]
 
 
 def _config(fmnist_root, runs_dir, name, epochs, precision):
@@ -40,6 +40,25 @@ def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypa
     import json
 
     assert json.loads((resumed.run_dir / "run.json").read_text())["precision"] == precision
+
+
+def test_the_weights_average_resumes_exactly_and_the_better_weights_are_kept(fmnist_root, tmp_path, monkeypatch):
+    """--ema: the average is saved with last/ and restored, so an interrupted run ends as the straight one; each
+    epoch the better of the raw and the averaged weights on val is the candidate, and history.csv says which."""
+    settings = dict(ema=0.99, lr=3e-3)
+    straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight", 3, "fp32"), **settings)
+    interrupt_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        imgcls.train(**_config(fmnist_root, tmp_path, "interrupted", 3, "fp32"), **settings)
+    monkeypatch.undo()
+    resumed = imgcls.train(resume=tmp_path / "interrupted")
+    assert _history(resumed.run_dir) == _history(straight.run_dir)
+    rows = list(csv.DictReader((straight.run_dir / "history.csv").open()))
+    assert all(row["kept_weights"] in ("raw", "ema") for row in rows)
+    for row in rows:  # the candidate is the better of the two on val accuracy
+        better = "ema" if float(row["val_accuracy_ema"]) > float(row["val_accuracy"]) else "raw"
+        assert row["kept_weights"] == better
+    assert resumed.plan.ema == 0.99 and "warm-up" in resumed.plan.notes["ema"]
 
 
 @pytest.mark.slow

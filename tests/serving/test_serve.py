@@ -6,10 +6,6 @@ import io
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,44 +14,9 @@ import pytest
 from PIL import Image
 
 import imgcls
-from tests.helpers import cli, user_error
+from tests.helpers import Server, cli, user_error
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    """`python -m imgcls serve ...` in a subprocess on 127.0.0.1, stopped at the end."""
-
-    def __init__(self, model: Path, *flags: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "-m", "imgcls", "serve", str(model), "--port",
-                                         str(self.port), *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the server exited: {self.process.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("the server did not answer /health within 120 s")
-
-    def stop(self) -> str:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        return self.process.stderr.read()
 
 
 @pytest.fixture(scope="module")

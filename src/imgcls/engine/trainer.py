@@ -158,7 +158,8 @@ def _validate(accelerator: Accelerator, model: nn.Module, ema: ModelEmaV3 | None
         row["kept_weights"] = "ema" if candidate is not model else "raw"
     if monitor == "last":  # a schedule that ends at its best (one-cycle, cosine): no noisy pick on a small val set
         return True, candidate
-    row[f"val_{monitor}"] = val_metrics[monitor]["value"]
+    # the raw weights' val_loss / val_accuracy stay as measured; the kept candidate's value is what is compared
+    row[f"val_{monitor}_kept" if ema is not None else f"val_{monitor}"] = val_metrics[monitor]["value"]
     return is_better(monitor, val_metrics[monitor]["value"], state.best_metric), candidate
 
 
@@ -172,7 +173,8 @@ def _end_epoch(accelerator: Accelerator, run: RunFolder, plan: TrainPlan, monito
     """Book the epoch: best-so-far, patience, history.csv, the console line and the resumable state."""
     state.wall_time_s += row["epoch_time_s"]
     if improved:
-        state.best_metric, state.best_epoch, state.bad_epochs = row.get(f"val_{monitor}"), row["epoch"], 0
+        kept = row.get(f"val_{monitor}_kept", row.get(f"val_{monitor}"))  # with --ema: the better weights'
+        state.best_metric, state.best_epoch, state.bad_epochs = kept, row["epoch"], 0
     else:
         state.bad_epochs += 1
     state.history.append(row)
@@ -307,7 +309,7 @@ def _epoch_line(row: dict, epochs: int, monitor: str | None, improved: bool) -> 
              f"acc {row['train_accuracy']:.4f}"]
     if monitor is not None:
         parts += [f"val loss {row['val_loss']:.4f}", f"acc {row['val_accuracy']:.4f}"]
-        value = row.get(f"val_{monitor}")
+        value = row.get(f"val_{monitor}_kept", row.get(f"val_{monitor}"))
         if monitor not in ("loss", "accuracy", "last"):
             parts.append(f"{monitor} {value:.4f}" if value is not None else f"{monitor} n/a")
     averaged = next((key for key in row if key.endswith("_ema")), None)

@@ -98,6 +98,7 @@ def _fold_assignment(run: RunFolder, config: Config, whole: DataBundle, resumed:
                               f"folds); resume with the same data, or start a new run")
     elif is_main:
         run.write_config(config.to_dict())
+        run.write_classes(list(whole.class_names))
         run.write_folds(record)
     return folds, groups
 
@@ -216,7 +217,7 @@ def _write_out_of_fold_csv(run: RunFolder, whole: DataBundle, pooled: OutOfFold)
     for repeat, (probs, fold_of) in enumerate(zip(pooled.calibrated, pooled.fold)):
         values = probs.tolist()
         rows += [[str(paths[row]), whole.class_names[labels[row]], repeat + 1, int(fold_of[row]) + 1,
-                  *(f"{value:.6f}" for value in values[row])] for row in range(len(paths))]
+                  *(f"{value:.9g}" for value in values[row])] for row in range(len(paths))]  # float32, exactly
     run.write_out_of_fold(["path", "label", "repeat", "fold", *(f"p_{name}" for name in whole.class_names)], rows)
 
 
