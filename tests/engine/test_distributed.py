@@ -203,3 +203,20 @@ def test_a_one_process_run_resumes_on_two_processes(photo_run, tmp_path, monkeyp
     assert _history_epochs(run) == ["1", "2"]
     plan = RunFolder(run).read_plan()
     assert (plan["world_size"], plan["batch_size"], plan["global_batch_size"]) == (2, 8, 16)
+
+
+def test_cross_validation_on_two_processes_holds_every_image_out_once(photo_run, tmp_path):
+    _, photos = photo_run
+    result = torchrun("train", str(photos), "--model", "multilayer_cnn", "--img-size", "28", "--epochs", "1",
+                      "--batch-size", "4", "--workers", "0", "--precision", "fp32", "--folds", "3", "--final",
+                      "--runs-dir", str(tmp_path / "runs"), "--name", "cv", "--cache-dir", str(tmp_path / "cache"),
+                      tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(tmp_path / "runs" / "cv")
+    rows = (run.path / "out_of_fold.csv").read_text().splitlines()[1:]
+    assert len(rows) == 36 and len({row.split(",")[0] for row in rows}) == 36
+    assert result.stdout.count("pooled out-of-fold metrics") == 1 and result.stdout.count("fold-2 of 3") == 1
+    assert sorted(path.name for path in run.path.iterdir() if path.is_dir()) == \
+        ["final", "fold-1", "fold-2", "fold-3", "plots", "predictions"]
+    assert RunFolder(run.path / "fold-2").read_plan()["world_size"] == 2
+    assert (run.path / "final" / "best.safetensors").is_file()

@@ -52,14 +52,17 @@ def cross_validate(run: RunFolder, config: Config, resumed: bool, state: Partial
             outcomes.append(_train_fold(run, config, data, whole.regrouped(
                 fold_parts(whole.splits["all"].labels.numpy(), groups, fold_of, fold, config.data.val_split,
                            config.train.seed)), (repeat, fold), state))
-    pooled = _out_of_fold(run, whole, folds, config.train.folds)
+    state.wait_for_everyone()  # the last fold's predictions are written (by the main process)
     metrics: dict[str, dict[str, Any]] = {}
+    pooled = None
     if state.is_main_process:
+        pooled = _out_of_fold(run, whole, folds, config.train.folds)
         metrics = _write_whole(run, config, whole, pooled, outcomes, time.perf_counter() - started)
     state.wait_for_everyone()
     if config.train.final:
         final = _train_final(run, config, data, whole, pooled, outcomes, state)
-        get_console().print(f"final model (all {len(whole.splits['all'])} images): [bold]{final.run_dir}[/bold]")
+        if state.is_main_process:
+            get_console().print(f"final model (all {len(whole.splits['all'])} images): [bold]{final.run_dir}[/bold]")
     return TrainOutcome(run.path, metrics, None, sum(outcome.epochs_run for outcome in outcomes),
                         sum(outcome.wall_time_s for outcome in outcomes), outcomes[0].plan)
 
@@ -114,15 +117,17 @@ def _train_fold(run: RunFolder, config: Config, data: TrainingData, bundle: Data
     fold_config.train.folds, fold_config.train.repeats, fold_config.train.final = 0, 1, False
     fold_config.train.report = False  # one report for the whole; each fold keeps its metrics and predictions
     if folder.metrics_file.is_file():
-        get_console().print(f"{name}: finished earlier, kept")
+        if state.is_main_process:
+            get_console().print(f"{name}: finished earlier, kept")
         return _finished_outcome(folder)
     resumed = folder.has_resume_state()
     if state.is_main_process:
         folder.path.mkdir(exist_ok=True)
     state.wait_for_everyone()
-    get_console().print(f"[bold]{name}[/bold]: train {len(bundle.splits['train'])}, "
-                        f"val {len(bundle.splits.get('val', []))}, test {len(bundle.splits['test'])} images"
-                        + (" (resumed)" if resumed else ""))
+    if state.is_main_process:
+        get_console().print(f"[bold]{name}[/bold]: train {len(bundle.splits['train'])}, val "
+                            f"{len(bundle.splits.get('val', []))}, test {len(bundle.splits['test'])} images"
+                            + (" (resumed)" if resumed else ""))
     return train_in(folder, fold_config, resumed, state, time.perf_counter(), (data[0], bundle, data[2]))
 
 
@@ -221,11 +226,11 @@ def _write_out_of_fold_csv(run: RunFolder, whole: DataBundle, pooled: OutOfFold)
     run.write_out_of_fold(["path", "label", "repeat", "fold", *(f"p_{name}" for name in whole.class_names)], rows)
 
 
-def _train_final(run: RunFolder, config: Config, data: TrainingData, whole: DataBundle, pooled: OutOfFold,
+def _train_final(run: RunFolder, config: Config, data: TrainingData, whole: DataBundle, pooled: OutOfFold | None,
                  outcomes: list[TrainOutcome], state: PartialState) -> TrainOutcome:
     """The deployable model: all the data, the folds' settings, as many epochs as the folds' median best epoch
     (the last epoch kept: no image is held out), its temperature and threshold fitted on the out-of-fold
-    predictions."""
+    predictions (`pooled`: gathered by the main process, which alone decides)."""
     folder = run.final
     final_config = copy.deepcopy(config)
     final_config.train.folds, final_config.train.repeats, final_config.train.final = 0, 1, False
@@ -233,13 +238,14 @@ def _train_final(run: RunFolder, config: Config, data: TrainingData, whole: Data
     best = [outcome.best_epoch for outcome in outcomes if outcome.best_epoch]
     if best and config.train.monitor != "last":
         final_config.train.epochs = max(1, round(statistics.median(best)))
-        info(f"final model: {final_config.train.epochs} epochs, the folds' median best epoch")
+        if state.is_main_process:
+            info(f"final model: {final_config.train.epochs} epochs, the folds' median best epoch")
     if folder.metrics_file.is_file():
         return _finished_outcome(folder)
     resumed = folder.has_resume_state()
     if state.is_main_process:
         folder.path.mkdir(exist_ok=True)
     state.wait_for_everyone()
-    bundle = whole.regrouped({"train": np.arange(len(pooled.labels))})
+    bundle = whole.regrouped({"train": np.arange(len(whole.splits["all"]))})
     return train_in(folder, final_config, resumed, state, time.perf_counter(), (data[0], bundle, data[2]),
-                    decide_on=pooled.for_fitting())
+                    decide_on=pooled.for_fitting() if pooled is not None else None)
