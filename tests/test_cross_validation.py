@@ -73,6 +73,10 @@ def test_five_folds_end_to_end_with_a_kill_in_fold_3(shirt_folder, tmp_path):
     report = (run / "report.html").read_text()
     assert "Cross-validation" in report and "fold-5" in report and "out_of_fold" in report
 
+    image = next((shirt_folder / "shirt").iterdir())
+    assert "is a cross-validation (one run per fold), not one model" in user_error(cli("predict", str(run),
+                                                                                      str(image)))
+
     checked = cli("data", "check", str(shirt_folder), "--run", str(run), "--out", str(tmp_path / "check"))
     assert checked.returncode == 0, checked.stderr[-2000:]
     found = json.loads((tmp_path / "check" / "data_check.json").read_text())

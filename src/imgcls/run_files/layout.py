@@ -296,6 +296,10 @@ def locate_weights(run: str | Path) -> tuple[Path, RunFolder | None]:
     if not given.exists():
         raise ImgclsError(f"run {given} does not exist; pass a folder made by 'imgcls train' (e.g. runs/<name>)")
     if not folder.weights_file.is_file():
+        if folder.is_cross_validation():
+            final = "its final model: " + str(folder.final.path) if folder.final.weights_file.is_file() else \
+                "train its final model with 'imgcls train DATA --folds K --final', or use one fold (RUN/fold-1)"
+            raise ImgclsError(f"{given} is a cross-validation (one run per fold), not one model; use {final}")
         if folder.config_file.is_file():
             raise ImgclsError(f"run {given} has no {WEIGHTS} yet (training stopped before the first epoch "
                               f"ended); continue it with 'imgcls train --resume {given}'")
