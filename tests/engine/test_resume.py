@@ -42,6 +42,7 @@ def test_resume_reproduces_the_uninterrupted_run(fmnist_root, tmp_path, monkeypa
     assert json.loads((resumed.run_dir / "run.json").read_text())["precision"] == precision
 
 
+@pytest.mark.slow  # three trainings: the quick subset keeps its 3-minute budget
 def test_the_weights_average_resumes_exactly_and_the_better_weights_are_kept(fmnist_root, tmp_path, monkeypatch):
     """--ema: the average is saved with last/ and restored, so an interrupted run ends as the straight one; each
     epoch the better of the raw and the averaged weights on val is the candidate, and history.csv says which."""
