@@ -102,5 +102,6 @@ def test_cross_validation_and_ema_flags_that_cannot_work_are_one_line(class_fold
 def test_a_threshold_on_many_classes_is_one_line_saying_it_is_out_of_scope(class_folders, tmp_path):
     result = cli("train", str(class_folders), "--model", "fastcnn", "--epochs", "1", "--runs-dir", str(tmp_path),
                  "--threshold", "sensitivity=0.9")
-    assert "--threshold is for two classes; this data has 3 (per-class thresholds are out of scope" in \
-        user_error(result)
+    message = user_error(result)
+    assert "is for two classes; this data has 3: add --threshold argmax" in message
+    assert "per-class thresholds are out of scope" in message

@@ -28,15 +28,27 @@ def _check_run(run: str) -> None:
 
 def add_recipes(commands) -> None:
     p = commands.add_parser("recipes", help="list the named training recipes shipped with imgcls",
-                            description="List the recipes for --recipe NAME: what each trains and what it reaches.")
+                            description="List the recipes for --recipe NAME: what each trains, the tutorial it "
+                                        "reproduces, what it fixes there and what it reaches.")
+    p.add_argument("pattern", nargs="?", help="only recipes whose name contains this text, e.g. seed003")
     p.set_defaults(handler=_run_recipes)
 
 
 def _run_recipes(args) -> int:
+    import textwrap
+
     from imgcls.workflows.inspect import recipes
 
-    for name, recipe in recipes().items():
-        print(f"{name}\n  {recipe['description']}\n  expected: {recipe['expected']}\n  file: {recipe['file']}")
+    found = {name: recipe for name, recipe in recipes().items() if (args.pattern or "") in name}
+    if not found:
+        raise ImgclsError(f"no recipe name contains '{args.pattern}'; 'imgcls recipes' lists them all")
+    for name, recipe in found.items():
+        print(name)
+        for label, key in (("", "description"), ("reproduces: ", "tutorial"), ("fixes: ", "fixes"),
+                           ("expected: ", "expected"), ("file: ", "file")):
+            if recipe[key]:
+                print(textwrap.fill(label + recipe[key], width=110, initial_indent="  ", subsequent_indent="    ",
+                                    break_on_hyphens=False))
     return 0
 
 

@@ -35,7 +35,7 @@ AUGMENTS = ("none", "light", "standard", "strong")
 CACHES = ("auto", "ram", "disk", "none")
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("shuffle", "balanced")
-DOC_KEYS = ("description", "expected")  # documentation keys a config file may carry (recipes do), not sections
+DOC_KEYS = ("description", "tutorial", "fixes", "expected")  # documentation a config file may carry (recipes do)
 MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc", "last")
 
 

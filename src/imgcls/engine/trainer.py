@@ -37,6 +37,7 @@ from imgcls.engine.optim import build_optimizer, build_scheduler
 from imgcls.errors import ImgclsError
 from imgcls.metrics import RESAMPLES, is_better
 from imgcls.metrics.classification import compute_metrics
+from imgcls.models.transfer import norm_statistics_layers
 from imgcls.plan import TrainPlan
 from imgcls.run_files import RunFolder
 
@@ -62,7 +63,9 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
     """Train `model` on loaders["train"] as `plan` says, select the best epoch on loaders["val"], evaluate it
     on every non-train loader, and keep the `best` weights file, last/ and history.csv up to date every epoch.
 
-    `frozen_params` get no updates during the first `plan.freeze_epochs` epochs (the head trains alone).
+    `frozen_params` get no updates during the first `plan.freeze_epochs` epochs (the head trains alone); the
+    batch-norm layers keep the running statistics they came with meanwhile (in train mode they would drift
+    towards the new images although their weights are frozen).
     loaders["train_eval"], when given, is the training set without augmentation: the final metrics include
     it as "train" (with val/test), as the tutorials report.
     """
@@ -92,10 +95,11 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
         if shuffle_generator is not None:  # worker augmentation seeds depend on the epoch only: exact resume
             shuffle_generator.manual_seed(plan.seed * 100_003 + epoch)
         train_loader.set_epoch(epoch)
+        frozen = bool(frozen_params) and epoch < plan.freeze_epochs
         for parameter in frozen_params or []:
-            parameter.requires_grad_(epoch >= plan.freeze_epochs)
+            parameter.requires_grad_(not frozen)
         train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion,
-                                                        Updates(optimizer, scheduler, ema), epoch, plan)
+                                                        Updates(optimizer, scheduler, ema), epoch, plan, frozen)
         if not math.isfinite(train_loss):
             raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
                               f"lower the learning rate with --lr")
@@ -216,11 +220,15 @@ class Updates:
 
 
 def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    updates: Updates, epoch: int, plan: TrainPlan) -> tuple[float, float, dict[str, float]]:
+                    updates: Updates, epoch: int, plan: TrainPlan,
+                    frozen_backbone: bool = False) -> tuple[float, float, dict[str, float]]:
     """One pass over the training data (resized for progressive resizing, as the plan says); returns the mean loss
     and accuracy over all processes, and the epoch's timing: train_time_s, data_time_s (waiting for batches)
-    and step_time_s (forward, backward, update) of this process, and train_images_per_s over all processes."""
+    and step_time_s (forward, backward, update) of this process, and train_images_per_s over all processes.
+    With `frozen_backbone` the batch-norm layers stay in eval mode (the backbone is frozen, its statistics too)."""
     model.train()
+    for layer in norm_statistics_layers(model) if frozen_backbone else []:
+        layer.eval()
     loss_sum = torch.zeros((), device=accelerator.device)
     correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
     seen = torch.zeros((), device=accelerator.device, dtype=torch.long)

@@ -55,15 +55,18 @@ class DenseNetSE(nn.Module):
 @register("densenet_se", input_size=224)
 def densenet_se(num_classes: int = 1000, in_chans: int = 3, img_size: int | None = None, pretrained: bool = False,
                 drop_rate: float = 0.0, block_config: list[int] | tuple[int, ...] = DENSENET121_BLOCKS,
-                growth_rate: int = 32) -> DenseNetSE:
+                growth_rate: int = 32, se_ratio: float = 1 / 16) -> DenseNetSE:
     """DenseNet-121 + squeeze-and-excitation; --pretrained loads timm's ImageNet DenseNet-121 backbone.
     `block_config` (dense layers per block) and `growth_rate` (channels each layer adds) build another DenseNet,
-    e.g. block_config=[2,4,8,6] for small images: from scratch only."""
+    e.g. block_config=[2,4,8,6] for small images: from scratch only. `se_ratio`: the SE bottleneck's width as a
+    fraction of the channels (the tutorial's reduction 8 is 0.125)."""
     block_config, growth_rate = tuple(int(layers) for layers in block_config), int(growth_rate)
     if not block_config or min(block_config) < 1 or growth_rate < 1:
         raise ImgclsError("densenet_se needs block_config of one or more positive layer counts and growth_rate >= 1")
+    if not 0 < se_ratio <= 1:
+        raise ImgclsError(f"densenet_se's se_ratio is a fraction of the channels in (0, 1], got {se_ratio}")
     if pretrained and (block_config, growth_rate) != (DENSENET121_BLOCKS, 32):
         raise ImgclsError("the pretrained weights are DenseNet-121's: drop --pretrained, or the block_config / "
                           "growth_rate options")
-    return DenseNetSE(num_classes, in_chans, pretrained=pretrained, drop_rate=drop_rate, block_config=block_config,
-                      growth_rate=growth_rate)
+    return DenseNetSE(num_classes, in_chans, pretrained=pretrained, se_ratio=float(se_ratio), drop_rate=drop_rate,
+                      block_config=block_config, growth_rate=growth_rate)

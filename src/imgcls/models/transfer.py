@@ -36,6 +36,11 @@ def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in head]
 
 
+def norm_statistics_layers(model: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers (their running statistics change in train mode even when their weights are frozen)."""
+    return [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+
+
 def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
     """Optimizer groups: head and backbone (backbone at lr * backbone_lr_scale), each split into
     weight-decayed weights and undecayed biases / norm parameters (as timm does)."""

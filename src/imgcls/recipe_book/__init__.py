@@ -1,5 +1,6 @@
-"""Named recipes: a shipped YAML file each (`<name>.yaml`), with every setting visible, plus a description
-and the result it reaches. `imgcls recipes` lists them; `--recipe NAME` starts from one."""
+"""Named recipes: a shipped YAML file each (`<name>.yaml`), with every setting visible, plus a description,
+the tutorial it reproduces and what it fixes there (the seed recipes), and the result it reaches.
+`imgcls recipes` lists them; `--recipe NAME` starts from one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from imgcls.config import Recipe, load_yaml
+from imgcls.config import DOC_KEYS, Recipe, load_yaml
 from imgcls.errors import ImgclsError
 
 DEFAULT_RECIPES = {"fashion-mnist": "fashion-mnist"}  # dataset -> recipe used when neither --recipe nor --config
@@ -19,12 +20,12 @@ def recipe_dir() -> Path:
 
 
 def list_recipes() -> dict[str, dict[str, Any]]:
-    """{name: {"file", "description", "expected"}} of every shipped recipe."""
+    """{name: {"file", "description", "tutorial", "fixes", "expected"}} of every shipped recipe ("" where a
+    recipe does not say)."""
     found = {}
     for path in sorted(recipe_dir().glob("*.yaml")):
         values = load_yaml(path, keep_docs=True)
-        found[path.stem] = {"file": str(path), "description": str(values.get("description", "")).strip(),
-                            "expected": str(values.get("expected", "")).strip()}
+        found[path.stem] = {"file": str(path), **{key: str(values.get(key) or "").strip() for key in DOC_KEYS}}
     return found
 
 

@@ -41,7 +41,7 @@ def summary(model: str, num_classes: int = 1000, in_chans: int = 3, img_size: in
 
 
 def recipes() -> dict[str, dict]:
-    """The shipped recipes: {name: {"file", "description", "expected"}}."""
+    """The shipped recipes: {name: {"file", "description", "tutorial", "fixes", "expected"}}."""
     return list_recipes()
 
 

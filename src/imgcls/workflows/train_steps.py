@@ -249,8 +249,9 @@ def check_threshold(config: Config, class_names: list[str], has_val: bool) -> No
     if rule is None:
         return
     if len(class_names) != 2:
-        raise ImgclsError(f"--threshold is for two classes; this data has {len(class_names)} (per-class "
-                          f"thresholds are out of scope: multi-class runs predict the most probable class)")
+        raise ImgclsError(f"--threshold {config.train.threshold} (given, or set by the recipe) is for two classes; "
+                          f"this data has {len(class_names)}: add --threshold argmax (per-class thresholds are out "
+                          f"of scope: multi-class runs predict the most probable class)")
     if rule.kind != "fixed" and not has_val:
         raise ImgclsError(f"--threshold {rule} is chosen on the validation split, and there is none; give "
                           f"--val-split or a fixed threshold such as --threshold 0.3")
