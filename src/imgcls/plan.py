@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from imgcls.config import Config, DataConfig, progressive_stages
+from imgcls.config import Config, DataConfig, mlflow_tracking_uri, progressive_stages
 from imgcls.errors import ImgclsError
 from imgcls.metrics import positive_index
 
@@ -72,6 +72,8 @@ class TrainPlan:
     sampler: str = "shuffle"  # balanced: every class drawn equally often
     ema: float | None = None  # decay of the weights' moving average (timm's warm-up); None: no average
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of each of the first epochs (then img_size)
+    track: tuple[str, ...] = ()  # live curves to: tensorboard, mlflow
+    tracking_uri: str = ""  # with mlflow: the store the runs go to
     notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +212,14 @@ def make_plan(config: Config, data: PlannedData, defaults: DeclaredInput, precis
         train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase,
         class_weights=class_weights, sampler=data_cfg.sampler, ema=train.ema,
         epoch_sizes=progressive_sizes(data_cfg, data.img_size, defaults.min_input_size), notes=notes,
+        track=trackers(train.track), tracking_uri=mlflow_tracking_uri(train.runs_dir) if "mlflow" in
+        trackers(train.track) else "",
     )
+
+
+def trackers(track: str) -> tuple[str, ...]:
+    """--track as the tracker names it means."""
+    return {"none": (), "all": ("tensorboard", "mlflow")}.get(track, (track,))
 
 
 def loss_weights(counts: list[int], mode: str) -> tuple[tuple[float, ...], str]:

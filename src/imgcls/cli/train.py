@@ -118,6 +118,11 @@ def _add_run_flags(g) -> None:
     g.add_argument("--patience", type=int, help="stop after N epochs without improvement (0 = off)")
     g.add_argument("--positive-class", help="two-class data: class (name or index) whose sensitivity, specificity, "
                    "precision, F1 and AUC are reported (default: the second class)")
+    g.add_argument("--track", choices=("none", "tensorboard", "mlflow", "all"),
+                   help="live curves per epoch (losses, accuracies, learning rate, images/s) and the config as "
+                   "hyper-parameters: tensorboard (RUN/tb; 'tensorboard --logdir runs'), mlflow (a local store in "
+                   "RUNS_DIR/mlruns, or $MLFLOW_TRACKING_URI), all; optional extras: pip install "
+                   "\"imgcls[tensorboard]\" / \"imgcls[mlflow]\"")
     g.add_argument("--runs-dir", help="parent folder of run folders (default runs)")
     g.add_argument("--name", help="run folder name (default <data>-<model>, numbered if taken)")
 

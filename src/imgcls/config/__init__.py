@@ -18,15 +18,18 @@ from imgcls.config.variables import (
     LAUNCHER_VARIABLES,
     auto_precision_override,
     collective_timeout_s,
+    mlflow_tracking_uri,
     default_cache_dir,
     default_data_root,
+    keep_mlflow_offline,
     plain_process_environment,
 )
 from imgcls.errors import ImgclsError, first_line
 
+# re-exported: `from imgcls.config import ...`
 __all__ = ["AUTO_PRECISION_ENV", "CACHE_DIR_ENV", "COLLECTIVE_TIMEOUT_ENV", "DEFAULT_COLLECTIVE_TIMEOUT_S",
            "LAUNCHER_VARIABLES", "auto_precision_override", "collective_timeout_s", "default_cache_dir",
-           "default_data_root", "plain_process_environment"]  # re-exported: `from imgcls.config import ...`
+           "default_data_root", "keep_mlflow_offline", "mlflow_tracking_uri", "plain_process_environment"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "onecycle", "constant")
@@ -36,6 +39,7 @@ CACHES = ("auto", "ram", "disk", "none")
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("shuffle", "balanced")
 DOC_KEYS = ("description", "tutorial", "fixes", "expected")  # documentation a config file may carry (recipes do)
+TRACKS = ("none", "tensorboard", "mlflow", "all")
 MONITORS = ("accuracy", "loss", "balanced_accuracy", "f1_macro", "mcc", "roc_auc", "last")
 
 
@@ -110,6 +114,7 @@ class TrainConfig:
     folds: int = 0  # K-fold cross-validation: K runs, each image held out once per repeat (0: one split)
     repeats: int = 1  # cross-validation repeated with other fold assignments
     final: bool = False  # after the folds, train the deployable model on all the data with the same plan
+    track: str = "none"  # live curves: tensorboard (RUN/tb), mlflow (a local store in RUNS_DIR/mlruns), all
     runs_dir: str = "runs"
     name: str | None = None
 
@@ -314,6 +319,7 @@ def _validate_model_and_train(config: Config) -> None:
     model, train = config.model, config.train
     _choice(train.precision, PRECISIONS, "--precision")
     _choice(train.monitor, MONITORS, "--monitor")
+    _choice(train.track, TRACKS, "--track")
     if model.freeze_epochs < 0:
         raise ImgclsError(f"--freeze-epochs must be 0 or more, got {model.freeze_epochs}")
     if not model.backbone_lr_scale > 0:

@@ -1,5 +1,6 @@
 """The environment variables imgcls reads, each in one place: the default cache folder, what --precision auto is
-pinned to, the collective timeout and the launcher's rank variables (torchrun / accelerate launch)."""
+pinned to, the collective timeout, the launcher's rank variables (torchrun / accelerate launch) and MLflow's
+tracking address."""
 
 from __future__ import annotations
 
@@ -56,3 +57,22 @@ def auto_precision_override() -> str | None:
     if value not in ("fp32", "bf16"):
         raise ImgclsError(f"{AUTO_PRECISION_ENV}={value} is not a precision; set it to fp32 or bf16, or unset it")
     return value
+
+
+MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable: a server or store the user chose
+
+
+def mlflow_tracking_uri(runs_dir: str | Path) -> str:
+    """Where --track mlflow records runs: $MLFLOW_TRACKING_URI when set, else a local SQLite store in
+    RUNS_DIR/mlruns/mlflow.db (no server; MLflow 3 keeps the plain-file store in maintenance mode and refuses it
+    without an opt-in, docs/decisions.md)."""
+    configured = os.environ.get(MLFLOW_TRACKING_URI_ENV, "").strip()
+    if configured:
+        return configured
+    return "sqlite:///" + str((Path(runs_dir).expanduser() / "mlruns" / "mlflow.db").resolve())
+
+
+def keep_mlflow_offline() -> None:
+    """Turn off MLflow's usage telemetry in this process (it would send it over the network) unless the user
+    set MLFLOW_DISABLE_TELEMETRY themselves: imgcls's tracking stays on this machine."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

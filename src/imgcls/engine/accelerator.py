@@ -14,11 +14,11 @@ from imgcls.console import quiet_unless_main
 
 
 def make_accelerator(precision: str, seed: int | None = None, find_unused_parameters: bool = False,
-                     compile_model: bool = False):
+                     compile_model: bool = False, log_with: list | None = None):
     """An Accelerator for `precision` (fp32 / bf16 / fp16, already resolved), with seedable shuffling.
 
     find_unused_parameters lets DDP cope with parameters that are frozen for some epochs; compile_model
-    has `prepare` wrap the model in torch.compile (inductor).
+    has `prepare` wrap the model in torch.compile (inductor); log_with: Accelerate trackers (engine/tracking.py).
     """
     keep_freed_memory()
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
@@ -33,6 +33,7 @@ def make_accelerator(precision: str, seed: int | None = None, find_unused_parame
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
         dynamo_backend="inductor" if compile_model else "no",
+        log_with=log_with or None,
     )
     if seed is not None:
         set_seed(seed)

@@ -34,6 +34,7 @@ from imgcls.engine.checkpoint import (
 )
 from imgcls.engine.inference import collect_logits
 from imgcls.engine.optim import build_optimizer, build_scheduler
+from imgcls.engine.tracking import EXPERIMENT, curves, hyperparameters, make_trackers
 from imgcls.errors import ImgclsError
 from imgcls.metrics import RESAMPLES, is_better
 from imgcls.metrics.classification import compute_metrics
@@ -69,9 +70,22 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
     loaders["train_eval"], when given, is the training set without augmentation: the final metrics include
     it as "train" (with val/test), as the tutorials report.
     """
-    # --- setup ---
     accelerator = make_accelerator(plan.precision, find_unused_parameters=bool(frozen_params and plan.freeze_epochs),
-                                   compile_model=plan.compile)
+                                   compile_model=plan.compile, log_with=make_trackers(plan, run))
+    try:
+        return _fit(accelerator, model, loaders, plan, run, best, param_groups, frozen_params, resume)
+    finally:
+        for tracker in accelerator.trackers:  # not end_training(): it would also end a torchrun job's process group
+            tracker.finish()
+
+
+def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: RunFolder,
+         best: BestWeights, param_groups: list[dict[str, Any]], frozen_params: list[nn.Parameter] | None,
+         resume: bool) -> FitResult:
+    """fit's work, on an Accelerator whose trackers (if any) are started here and finished by fit."""
+    if accelerator.log_with:
+        accelerator.init_trackers(EXPERIMENT, config=hyperparameters(plan, run.read_config()))
+    # --- setup ---
     if accelerator.is_main_process:
         layout = ", channels_last" if plan.channels_last else ""
         get_console().print(f"precision: {plan.precision} ({plan.precision_reason}){layout}"
@@ -188,6 +202,8 @@ def _end_epoch(accelerator: Accelerator, run: RunFolder, plan: TrainPlan, monito
     if accelerator.is_main_process:
         run.write_history(state.history)
         console.print(_epoch_line(row, plan.epochs, monitor, improved), soft_wrap=True)
+    if accelerator.trackers:
+        accelerator.log(curves(row), step=row["epoch"])
     save_training_state(accelerator, run, state)
     if state.stopped_early and accelerator.is_main_process:
         console.print(f"early stopping: no improvement of val {monitor} for {plan.patience} epochs")

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from imgcls.config import (
     Config,
     apply_overrides,
@@ -19,8 +18,10 @@ from imgcls.config import (
     validate,
 )
 from imgcls.engine.accelerator import process_state, share_from_main
+from imgcls.engine.tracking import check_installed
 from imgcls.errors import ImgclsError
 from imgcls.models.registry import check_model_name
+from imgcls.plan import trackers
 from imgcls.recipe_book import load_recipe
 from imgcls.run_files import RunFolder, create_run_folder, default_run_name
 from imgcls.workflows.cross_validate import cross_validate
@@ -47,6 +48,7 @@ def train(config: Config | str | None = None, resume: str | Path | None = None, 
     else:
         config = _as_config(config, overrides, recipe)
         check_model_name(config.model.name)  # fail before a run folder is made or any image decoded
+    check_installed(trackers(config.train.track))
     state = process_state(collective_timeout_s())
     if resume is None:
         run = _new_run_folder(config, state.is_main_process)
