@@ -6,12 +6,15 @@ imports the model modules, so every built-in is registered whoever imports the r
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import inspect
+import socket
 from typing import Callable
 
 import timm
+from huggingface_hub import constants as hub_constants
 
 from imgcls.console import warn
 from imgcls.errors import ImgclsError, first_line
@@ -105,9 +108,16 @@ def create_model(
     weights_map: str = "auto",
     **kwargs,
 ):
-    """Build a model by name: built-ins first, then timm; optionally load pretrained or local weights."""
+    """Build a model by name: built-ins first, then timm; optionally load pretrained or local weights.
+
+    A local `weights` file stands for the pretrained weights (a recipe that asks for them then downloads
+    nothing); without one, an unreachable hub means the local download cache only, so that an offline machine
+    learns in a second, not after a minute of retries, that --weights is needed.
+    """
+    pretrained = pretrained and weights is None
     try:
-        model = _build(name, num_classes, in_chans, img_size, pretrained, kwargs)
+        with _hub_cache_only_when_offline(pretrained):
+            model = _build(name, num_classes, in_chans, img_size, pretrained, kwargs)
     except TypeError as error:
         if "unexpected keyword argument" not in str(error):
             raise
@@ -176,9 +186,33 @@ def _create_timm_model(name: str, num_classes: int, in_chans: int, img_size: int
         if pretrained and _looks_like_network_error(error):
             raise ImgclsError(
                 f"could not download pretrained weights for '{name}' ({first_line(error)}); you seem to be "
-                f"offline: pass a local file with --weights FILE instead of --pretrained"
+                f"offline: pass the weights as a local file with --weights FILE (the recipe or --pretrained asked "
+                f"for them)"
             ) from None
         raise
+
+
+HUB = ("huggingface.co", 443)  # where timm's pretrained weights come from
+
+
+@contextlib.contextmanager
+def _hub_cache_only_when_offline(pretrained: bool):
+    """While weights may be downloaded and the hub does not answer within 3 s: huggingface_hub's offline mode
+    (weights already in its cache still load; anything else fails at once instead of after its retries)."""
+    if not pretrained:
+        yield
+        return
+    try:
+        socket.create_connection(HUB, timeout=3).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = previous or not reachable
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
 
 
 def _looks_like_network_error(error: BaseException) -> bool:
