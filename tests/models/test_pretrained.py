@@ -76,3 +76,24 @@ def test_weights_map_flag_forces_a_mapper(tmp_path, class_folders, lite0_weights
     result = cli("train", str(class_folders), "--model", "resnet18", "--weights", lite0_weights,
                      "--weights-map", "strip-prefix", "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 2 and "no tensor" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("torchvision_name, timm_name", [("resnet18", "resnet18"), ("mobilenet_v2", "mobilenetv2_100"),
+                                                         ("vgg11", "vgg11")])
+def test_torchvision_checkpoints_load_into_the_timm_model_and_give_the_same_logits(torchvision_name, timm_name,
+                                                                                   tmp_path):
+    """The transfer recipes' weights as the seed tutorial loads them (torchvision's .pth files): same outputs."""
+    import torch
+    import torchvision
+
+    from imgcls.models import create_model
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, torchvision_name)().eval()
+    path = tmp_path / f"{torchvision_name}.pth"
+    torch.save(reference.state_dict(), path)
+    model = create_model(timm_name, num_classes=1000, weights=str(path)).eval()
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(images), reference(images), atol=1e-4)

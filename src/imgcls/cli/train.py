@@ -40,7 +40,8 @@ def _add_model_flags(g) -> None:
     g.add_argument("--model", help="built-in or timm model name (see 'imgcls models'); default resnet18")
     g.add_argument("--pretrained", action="store_const", const=True, help="start from timm hub weights (online)")
     g.add_argument("--weights", metavar="FILE", help="start from local .safetensors/.pth weights")
-    g.add_argument("--weights-map", help="match --weights names: auto (default), strip-prefix, positional")
+    g.add_argument("--weights-map", help="match --weights names: auto (default), strip-prefix, torchvision-vgg, "
+                   "positional")
     g.add_argument("--model-option", dest="options", action="append", type=_model_option, metavar="KEY=VALUE",
                    help="architecture option, repeatable: e.g. --model-option patch_size=4 --model-option "
                    "pool=cls --model-option head_hidden=[512] for vit")

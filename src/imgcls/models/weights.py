@@ -71,6 +71,24 @@ def strip_prefixes(state: dict, own: dict) -> dict:
     return renamed
 
 
+@register_key_mapper("torchvision-vgg")
+def torchvision_vgg(state: dict, own: dict) -> dict:
+    """torchvision's VGG (classifier.0/3/6 Linear layers, e.g. vgg16-397923af.pth) as timm's VGG, whose first two
+    fully connected layers are 7x7 and 1x1 convolutions (pre_logits) and whose last is head.fc: timm's own
+    conversion of those checkpoints, reshaping the weights where the model's tensor has the same size."""
+    names = {"classifier.0.": "pre_logits.fc1.", "classifier.3.": "pre_logits.fc2.", "classifier.6.": "head.fc."}
+    renamed = {}
+    for key, value in state.items():
+        for old, new in names.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        target = own.get(key)
+        if target is not None and target.shape != value.shape and target.numel() == value.numel():
+            value = value.reshape(target.shape)
+        renamed[key] = value
+    return renamed
+
+
 @register_key_mapper("positional")
 def map_by_position(state: dict, own: dict) -> dict:
     """Pair tensors in order when both sides list the same layers under other names (e.g. the
