@@ -156,7 +156,8 @@ def pytorchcv_train(net, train_loader, test_loader, optimizer=None, lr=0.01, epo
         return loss.item() / count, acc.item() / count
 
     optimizer = optimizer or torch.optim.Adam(net.parameters(), lr=lr)
-    res = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "train_s": [], "val_s": []}
+    res = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "train_s": [], "val_s": [],
+           "started_at": time.time()}
     for ep in range(epochs):
         started = time.perf_counter()
         tl, ta = train_epoch(net, train_loader, optimizer=optimizer, lr=lr, loss_fn=loss_fn)
@@ -254,7 +255,7 @@ def tutorial_003(spec: dict) -> dict:
         test_loader = torch.utils.data.DataLoader(data_test, batch_size=batch_size)
         hist = pytorchcv_train(net, train_loader, test_loader, epochs=spec["epochs"])
     return {"train_images": len(data_train), "val_images": len(data_test), "test_images": len(data_test),
-            "train_s": hist["train_s"], "val_s": hist["val_s"], "val_acc": hist["val_acc"],
+            "started_at": hist["started_at"], "train_s": hist["train_s"], "val_s": hist["val_s"], "val_acc": hist["val_acc"],
             "test_accuracy": hist["val_acc"][-1]}
 
 
@@ -315,7 +316,7 @@ def tutorial_000(spec: dict) -> dict:
     num_epochs = spec["epochs"]
     best_model_wts = copy.deepcopy(model.state_dict())
     best_acc = 0.0
-    seconds = {"train": [], "val": []}
+    seconds, started_at = {"train": [], "val": []}, time.time()
     for epoch in range(num_epochs):
         for phase in ["train", "val"]:
             started = time.perf_counter()
@@ -345,8 +346,8 @@ def tutorial_000(spec: dict) -> dict:
             if phase == "val" and epoch_acc > best_acc:
                 best_acc = epoch_acc
                 best_model_wts = copy.deepcopy(model.state_dict())  # noqa: F841 (costs what it costs there)
-    return {"train_images": dataset_sizes["train"], "val_images": dataset_sizes["val"], "train_s": seconds["train"],
-            "val_s": seconds["val"], "refused_at_100px": refused}
+    return {"train_images": dataset_sizes["train"], "val_images": dataset_sizes["val"], "started_at": started_at,
+            "train_s": seconds["train"], "val_s": seconds["val"], "refused_at_100px": refused}
 
 
 def tutorial_004_model():
@@ -531,7 +532,7 @@ def tutorial_004(spec: dict) -> dict:
 
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=0.0001)
-    best_acc, seconds, test_accs = 0, {"train": [], "val": []}, []
+    best_acc, seconds, test_accs, started_at = 0, {"train": [], "val": []}, [], time.time()
     for epoch in range(spec["epochs"]):
         started = time.perf_counter()
         model.train()
@@ -549,7 +550,7 @@ def tutorial_004(spec: dict) -> dict:
               % (epoch + 1, epoch_train_acc * 100, epoch_train_loss, epoch_test_acc * 100, epoch_test_loss),
               flush=True)
     return {"train_images": train_size, "val_images": test_size, "test_images": test_size,
-            "train_s": seconds["train"], "val_s": seconds["val"], "val_acc": test_accs,
+            "started_at": started_at, "train_s": seconds["train"], "val_s": seconds["val"], "val_acc": test_accs,
             "test_accuracy": test_accs[-1], "best_test_accuracy": best_acc}
 
 
@@ -558,17 +559,23 @@ TUTORIALS = {"003": tutorial_003, "000": tutorial_000, "004": tutorial_004}
 
 # --- running the two sides ------------------------------------------------------------------------------------------
 
-def run_logged(command: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> float:
-    """Run `command`, its output to `log`; the wall seconds from launch to exit. Stops the benchmark on failure."""
+def run_logged(command: list[str], log: Path, mark: str = "", env: dict | None = None,
+               cwd: Path | None = None) -> tuple[float, float, float | None]:
+    """Run `command`, its output (stdout and stderr as they come) to `log`. (time.time() at launch, wall seconds
+    to exit, seconds at which the first line starting with `mark` came). Stops the benchmark on failure."""
     print(f"  {' '.join(command[1:])}", flush=True)
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    launched, started, marked = time.time(), time.perf_counter(), None
+    with log.open("w") as out, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                                env=env, cwd=cwd) as process:
+        for line in process.stdout:
+            out.write(line)
+            if mark and marked is None and line.startswith(mark):
+                marked = time.perf_counter() - started
     wall = time.perf_counter() - started
-    log.write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise SystemExit(f"failed (exit {result.returncode}), log {log}:\n{(result.stdout + result.stderr)[-3000:]}")
+    if process.returncode != 0:
+        raise SystemExit(f"failed (exit {process.returncode}), log {log}:\n{log.read_text()[-3000:]}")
     print(f"  done in {wall:.0f} s", flush=True)
-    return wall
+    return launched, wall, marked
 
 
 def run_tutorial(runs_dir: Path, name: str, seed: str, spec: dict) -> dict:
@@ -576,10 +583,11 @@ def run_tutorial(runs_dir: Path, name: str, seed: str, spec: dict) -> dict:
     result = runs_dir / f"{name}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "--tutorial", seed, "--spec", json.dumps(spec),
                "--result", str(result)]
-    wall = run_logged(command, runs_dir / f"{name}.log")
+    launched, wall, _ = run_logged(command, runs_dir / f"{name}.log")
     found = json.loads(result.read_text())
     train_images = found["train_images"] * len(found["train_s"])
-    return {**found, "side": "tutorial", "wall_s": wall, "train_total_s": sum(found["train_s"]),
+    return {**found, "side": "tutorial", "wall_s": wall, "before_s": found["started_at"] - launched,
+            "train_total_s": sum(found["train_s"]),
             "epochs_s": sum(found["train_s"]) + sum(found["val_s"]),
             "train_ips": train_images / sum(found["train_s"]),
             "train_ips_per_epoch": [found["train_images"] / s for s in found["train_s"]],
@@ -589,10 +597,11 @@ def run_tutorial(runs_dir: Path, name: str, seed: str, spec: dict) -> dict:
 def run_imgcls(tree: Path, runs_dir: Path, name: str, args: list[str]) -> dict:
     """`python -m imgcls train ARGS --seed 42 --no-report` in a new process; its timings, precision, split sizes
     and test accuracy with the 95% interval, from the run folder."""
-    env = dict(os.environ, PYTHONPATH=str(tree / "src"), IMGCLS_CACHE_DIR=str(runs_dir / "cache"), COLUMNS="160")
+    env = dict(os.environ, PYTHONPATH=str(tree / "src"), IMGCLS_CACHE_DIR=str(runs_dir / "cache"), COLUMNS="160",
+               PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "imgcls", "train", *args, "--seed", str(SEED), "--no-report",
                "--runs-dir", str(runs_dir), "--name", name]
-    wall = run_logged(command, runs_dir / f"{name}.log", env=env, cwd=tree)
+    _, wall, first_epoch_line = run_logged(command, runs_dir / f"{name}.log", "epoch 1/", env=env, cwd=tree)
     run = runs_dir / name
     plan, summary = (json.loads((run / file).read_text()) for file in ("plan.json", "run.json"))
     with (run / "history.csv").open() as handle:
@@ -602,6 +611,7 @@ def run_imgcls(tree: Path, runs_dir: Path, name: str, args: list[str]) -> dict:
     val_s = [float(row["epoch_time_s"]) - s for row, s in zip(rows, train_s)]
     test = json.loads((run / "metrics.json").read_text()).get("test", {})
     return {"side": "imgcls", "command": ["imgcls", *command[3:]], "wall_s": wall,
+            "before_s": first_epoch_line - float(rows[0]["epoch_time_s"]) if first_epoch_line else None,
             "train_images": counts["train"], "val_images": counts.get("val", 0), "test_images": counts.get("test", 0),
             "train_s": train_s, "val_s": val_s, "train_total_s": sum(train_s),
             "epochs_s": sum(float(row["epoch_time_s"]) for row in rows),

@@ -165,3 +165,9 @@ def test_an_abstention_that_is_not_understood_is_one_line(text):
 def test_decisions_without_a_threshold_carry_none_into_the_weights():
     assert Decisions(1.5).weights_metadata(["a", "b"]) == {"temperature": 1.5, "threshold": None,
                                                            "threshold_rule": "", "positive_class": "b"}
+
+
+@pytest.mark.parametrize("text", ["auto", "youden", "0.3", "sensitivity=0.95", "specificity=0.9"])
+def test_a_threshold_rule_reads_back_from_its_own_text(text):
+    rule = parse_threshold(text)
+    assert parse_threshold(str(rule)) == rule

@@ -22,7 +22,9 @@ class ThresholdRule:
     target: float | None = None  # the fixed threshold, or the sensitivity / specificity to reach
 
     def __str__(self) -> str:
-        return {"fixed": f"{self.target:g}", "youden": "youden"}.get(self.kind, f"{self.kind}={self.target:g}")
+        if self.kind == "youden":
+            return "youden"
+        return f"{self.target:g}" if self.kind == "fixed" else f"{self.kind}={self.target:g}"
 
 
 def parse_threshold(text: str | None) -> ThresholdRule | None:
