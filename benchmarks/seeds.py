@@ -60,10 +60,12 @@ WORKAROUNDS = ("imgcls ran with `--threshold argmax` (the recipe's `threshold: a
                "tree) and, for ViT-B/16, a config with `pretrained: false` beside `--weights` (the recipe's "
                "`pretrained: true` makes imgcls fetch hub weights first, offline an error).")
 
-FULL = {"003": {"limit": None, "epochs": None}, "000": {"per_class": 160, "epochs": 1},
-        "004": {"per_class": 250, "epochs": 2}}
-QUICK = {"003": {"limit": 1000, "epochs": 1}, "000": {"per_class": 6, "epochs": 1},
-         "004": {"per_class": 6, "epochs": 1}}
+FULL = {"003": {"limit": None, "epochs": None, "imgcls": []}, "000": {"per_class": 160, "epochs": 1, "imgcls": []},
+        "004": {"per_class": 250, "epochs": 2, "imgcls": []}}
+QUICK_IMGCLS = ["--precision", "fp32"]  # --precision auto times 8 steps first: minutes at 224 px
+QUICK = {"003": {"limit": 1000, "epochs": 1, "imgcls": QUICK_IMGCLS},
+         "000": {"per_class": 6, "epochs": 1, "imgcls": QUICK_IMGCLS},
+         "004": {"per_class": 6, "epochs": 1, "imgcls": QUICK_IMGCLS}}
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -642,7 +644,7 @@ def experiment_003(tree: Path, runs_dir: Path, sizes: dict) -> dict:
         if model == "mlp":
             rows.append(run_tutorial(runs_dir, "003-mlp-dim1-tutorial", "003", {**spec, "model": "mlp-dim1"}))
         rows.append(run_imgcls(tree, runs_dir, f"003-{model}-imgcls",
-                               [*imgcls_data, "--recipe", recipe, "--epochs", str(epochs), *extra]))
+                               [*imgcls_data, "--recipe", recipe, "--epochs", str(epochs), *extra, *sizes["imgcls"]]))
         found[model] = {"recipe": recipe, "epochs": epochs, "rows": rows}
     return found
 
@@ -657,7 +659,7 @@ def experiment_000(tree: Path, runs_dir: Path, sizes: dict) -> dict:
     rows = [run_tutorial(runs_dir, "000-vit-tutorial", "000", spec),
             run_imgcls(tree, runs_dir, "000-vit-imgcls", [
                 str(folder), "--recipe", "seed000-vit-xray", "--config", str(no_hub), "--weights", str(weights),
-                "--epochs", str(sizes["epochs"]), *ARGMAX])]
+                "--epochs", str(sizes["epochs"]), *ARGMAX, *sizes["imgcls"]])]
     for row in rows:
         train, val = TUTORIAL_000_IMAGES
         row["projected_epoch_s"] = train / row["train_ips"] + val / row["val_ips"]
@@ -670,7 +672,8 @@ def experiment_004(tree: Path, runs_dir: Path, sizes: dict) -> dict:
     spec = {"folder": str(folder), "epochs": sizes["epochs"]}
     rows = [run_tutorial(runs_dir, "004-densenet-tutorial", "004", spec),
             run_imgcls(tree, runs_dir, "004-densenet-imgcls", [str(folder), "--recipe", "seed004-densenet-se",
-                                                               "--epochs", str(sizes["epochs"]), *ARGMAX])]
+                                                               "--epochs", str(sizes["epochs"]), *ARGMAX,
+                                                               *sizes["imgcls"]])]
     return {"images": 2 * sizes["per_class"], "epochs": sizes["epochs"], "rows": rows}
 
 
@@ -706,8 +709,13 @@ def split_cell(row: dict) -> str:
     return f"{row['train_images']:,} / {row['val_images']:,} / {row.get('test_images', 0):,}"
 
 
+SPEED_COLUMNS = "training phases s | epochs s (train + val) | before epoch 1 s | end-to-end s | training images/s"
+
+
 def speed_cells(row: dict) -> str:
-    return (f"{row['train_total_s']:.1f} | {row['epochs_s']:.1f} | {row['wall_s']:.1f} | {row['train_ips']:,.0f}")
+    before = "?" if row["before_s"] is None else f"{row['before_s']:.1f}"
+    return (f"{row['train_total_s']:.1f} | {row['epochs_s']:.1f} | {before} | {row['wall_s']:.1f} | "
+            f"{row['train_ips']:,.{0 if row['train_ips'] >= 100 else 2}f}")
 
 
 def ratio_line(tutorial: dict, imgcls: dict) -> str:
@@ -717,8 +725,8 @@ def ratio_line(tutorial: dict, imgcls: dict) -> str:
 
 def table_003(found: dict) -> list[str]:
     lines = ["### 003: MS-Learn PyTorch path (pytorchcv train()) vs seed003 recipes, real Fashion-MNIST", "",
-             "| network | side | train / val / test images | epochs | training phases s | epochs s (train + val) "
-             "| end-to-end s | training images/s | test accuracy [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+             f"| network | side | train / val / test images | epochs | {SPEED_COLUMNS} | test accuracy [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for model, part in found.items():
         for row in part["rows"]:
@@ -740,12 +748,10 @@ def table_000(found: dict) -> list[str]:
     train, val = TUTORIAL_000_IMAGES
     lines = [f"### 000: ViT-B/16 fine-tuning, one epoch, {found['images']} Shirt / T-shirt PNGs (28 px, upsampled "
              f"to 224)", "",
-             "| side | train / val / test images | training phase s | training images/s | validation images/s | "
-             f"epoch s (train + val) | end-to-end s | projected epoch, {train:,} train + {val} val images |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| side | train / val / test images | {SPEED_COLUMNS} | validation images/s | projected epoch, "
+             f"{train:,} train + {val} val images |", "|---|---|---|---|---|---|---|---|---|"]
     for row in found["rows"]:
-        lines.append(f"| {side_name(row)} | {split_cell(row)} | {row['train_total_s']:.1f} | {row['train_ips']:.2f} "
-                     f"| {row['val_ips']:.2f} | {row['epochs_s']:.1f} | {row['wall_s']:.1f} | "
+        lines.append(f"| {side_name(row)} | {split_cell(row)} | {speed_cells(row)} | {row['val_ips']:.2f} | "
                      f"{row['projected_epoch_s']:.0f} s ({row['projected_epoch_s'] / 60:.1f} min) |")
     refused = tutorial.get("refused_at_100px")
     return lines + ["", ratio_line(tutorial, imgcls) + f" Projected epoch x"
@@ -760,8 +766,8 @@ def table_000(found: dict) -> list[str]:
 def table_004(found: dict) -> list[str]:
     lines = [f"### 004: DenseNet-121 + SE from scratch at 224 px, {found['images']} Shirt / T-shirt PNGs, "
              f"{found['epochs']} epochs", "",
-             "| side | train / val / test images | training phases s | epochs s (train + val) | end-to-end s | "
-             "training images/s | per epoch | test accuracy, last epoch [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+             f"| side | train / val / test images | {SPEED_COLUMNS} | per epoch | test accuracy, last epoch [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in found["rows"]:
         per_epoch = ", ".join(f"{value:.2f}" for value in row["train_ips_per_epoch"])
         lines.append(f"| {side_name(row)} | {split_cell(row)} | {speed_cells(row)} | {per_epoch} | "
@@ -789,7 +795,8 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=Path("/tmp/seedtree"), help="a copy of the source to run")
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/bench-seeds"), help="emptied first")
     parser.add_argument("--only", default="003,000,004", help="experiments, comma-separated")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script end to end")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and imgcls at --precision fp32: checks the script end to end")
     parser.add_argument("--out", type=Path, default=Path("/tmp/seeds-bench.json"))
     parser.add_argument("--tutorial", choices=TUTORIALS, help=argparse.SUPPRESS)  # a tutorial side's process
     parser.add_argument("--spec", help=argparse.SUPPRESS)

@@ -96,7 +96,7 @@ def test_every_seed_recipe_trains_one_epoch_on_real_images(name, shirts, tmp_pat
     if size > 100 and name != FULL_SIZE:  # the architecture and every setting, at a smaller input: suite time
         size = 64
     result = cli("train", *data, "--recipe", name, "--epochs", "1", "--no-report", "--runs-dir", str(tmp_path),
-                 "--name", "run", "--img-size", str(size), *extra)
+                 "--name", "run", "--img-size", str(size), "--precision", "fp32", *extra)  # no timing probe: suite time
     assert result.returncode == 0, result.stderr[-3000:]
     plan = yaml.safe_load((tmp_path / "run" / "plan.json").read_text())
     assert plan["model"] == recipe["model"]["name"] and plan["img_size"] == size
