@@ -22,8 +22,11 @@ and monkeypox images.
 3. 004 (DenseNet-121 + SE from scratch, 224 px): the tutorial's model code (its SE output discarded, 1000
    outputs), train() and test() against seed004-densenet-se on the same kind of folder.
 
-Before and after the runs it measures the host's matmul peaks (benchmarks/host.py). Prints a markdown table per
-experiment and writes everything to --out as JSON.
+Times: the training phases and whole epochs (train + validation) as each loop times them (imgcls: its
+history.csv), launch to the start of epoch 1 (for imgcls this holds --precision auto's timed steps, cached in
+RUNS_DIR/cache for later runs of the same model), and launch to exit. Before and after the runs it measures the
+host's matmul peaks (benchmarks/host.py). Prints a markdown table per experiment and writes everything to --out
+as JSON. --quick: tiny sizes, imgcls at --precision fp32 (no timed steps), to check the script end to end.
 """
 
 from __future__ import annotations
@@ -814,6 +817,7 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     machine = machine_line()
     print(f"{machine}\nsource: {tree}\n", flush=True)
+    load = os.getloadavg()[0]  # other work on the machine shows here (and in the matmul peaks)
     before = host_speed()
     experiments = {"003": (experiment_003, table_003), "000": (experiment_000, table_000),
                    "004": (experiment_004, table_004)}
@@ -827,12 +831,14 @@ def main() -> None:
     wall = time.perf_counter() - started
     header = [f"## Seed tutorials' loops vs imgcls recipes{' (--quick: tiny sizes)' if args.quick else ''}", "",
               f"`python benchmarks/{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}` on {machine}, "
-              f"{time.strftime('%Y-%m-%d')}. {describe(before, after)} Data: real Fashion-MNIST, the stand-in for "
+              f"{time.strftime('%Y-%m-%d')}. {describe(before, after)} Load average before the run: {load:.2f}. "
+              f"Data: real Fashion-MNIST, the stand-in for "
               f"the tutorials' MNIST/CIFAR-10, chest X-rays and monkeypox photos. Each side is a new process, run "
               f"one after the other; whole run {wall / 60:.1f} min.", ""]
     print("\n".join(header + lines))
-    args.out.write_text(json.dumps({"machine": machine, "quick": args.quick, "host_speed": {"before": before,
-                                    "after": after}, "wall_s": wall, "experiments": found}, indent=1))
+    args.out.write_text(json.dumps({"machine": machine, "quick": args.quick, "load_average_before": load,
+                                    "host_speed": {"before": before, "after": after}, "wall_s": wall,
+                                    "experiments": found}, indent=1))
     print(f"JSON: {args.out}")
 
 

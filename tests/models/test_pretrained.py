@@ -30,6 +30,21 @@ def test_new_head_keeps_the_pretrained_backbone(lite0_weights):
     assert model.classifier.out_features == 3
 
 
+def test_a_new_head_on_pretrained_features_starts_small_and_a_saved_head_is_kept(lite0_weights, tmp_path):
+    """timm's EfficientNet head init (uniform +-1/sqrt(classes)) gives logits in the tens on pretrained features;
+    a new head starts as nn.Linear does, so that a frozen backbone's head can learn (see models/registry.py)."""
+    from safetensors.torch import save_file
+
+    model = imgcls.create_model("efficientnet_lite0", num_classes=2, weights=lite0_weights)
+    assert model.classifier.weight.abs().max() <= 1 / model.classifier.in_features ** 0.5
+    with torch.no_grad():
+        model.classifier.weight.fill_(0.5)
+    saved = tmp_path / "tuned.safetensors"
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(saved))
+    again = imgcls.create_model("efficientnet_lite0", num_classes=2, weights=str(saved))
+    assert torch.equal(again.classifier.weight, model.classifier.weight)  # the file's head, not a fresh one
+
+
 def test_positional_mapping_is_not_used_for_another_architecture(lite0_weights):
     with pytest.raises(ImgclsError, match="no tensor"):
         imgcls.create_model("resnet18", num_classes=10, weights=lite0_weights)

@@ -14,11 +14,13 @@ import socket
 from typing import Callable
 
 import timm
+from torch import nn
 from huggingface_hub import constants as hub_constants
 
 from imgcls.console import warn
 from imgcls.errors import ImgclsError, first_line
 from imgcls.models.defaults import ModelDefaults, timm_defaults
+from imgcls.models.transfer import classifier_of
 from imgcls.models.weights import load_weights
 
 _BUILTINS: dict[str, Callable] = {}
@@ -125,8 +127,42 @@ def create_model(
         raise ImgclsError(f"{name} has no option '{option}'; remove --model-option {option}=...") from None
     model.imgcls_name = name
     if weights is not None:
-        load_weights(model, weights, weights_map)
+        missing = load_weights(model, weights, weights_map)
+        head_is_new = any(id(model.state_dict(keep_vars=True)[key]) in _head_tensor_ids(model) for key in missing)
+    else:
+        head_is_new = pretrained and num_classes != _hub_classes(model)
+    if head_is_new:
+        _fresh_head(model)
     return model
+
+
+def _head_tensor_ids(model) -> set[int]:
+    try:
+        return {id(tensor) for tensor in classifier_of(model).parameters()}
+    except ImgclsError:  # no linear classifier: nothing to start afresh
+        return set()
+
+
+def _hub_classes(model) -> int:
+    """How many classes the hub weights' head has (timm's pretrained_cfg; ImageNet's 1,000 when it says none)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return int(cfg.get("num_classes", 1000) if isinstance(cfg, dict) else 1000)
+
+
+def _fresh_head(model) -> None:
+    """A new classifier on pretrained features starts as nn.Linear does (weights of about 1/sqrt(features)).
+
+    timm initialises some heads for training from scratch, e.g. EfficientNet's uniform +-1/sqrt(classes): on
+    1,280 pretrained features with 2 classes its first logits are in the tens, a frozen backbone's head trained
+    with Adam at 1e-4 then stayed at chance (shirt vs T-shirt, 3 epochs: 0.27-0.53 accuracy) where the linear
+    probe's nn.Linear head reached 0.87.
+    """
+    try:
+        head = classifier_of(model)
+    except ImgclsError:
+        return
+    if isinstance(head, nn.Linear):
+        head.reset_parameters()
 
 
 def _build(name: str, num_classes: int, in_chans: int, img_size: int | None, pretrained: bool, kwargs: dict):

@@ -143,8 +143,9 @@ def _adapt_input_convs(state: dict, own: dict) -> dict:
     return adapted
 
 
-def load_weights(model, path: str | Path, mapper: str = "auto") -> None:
-    """Load matching tensors from `path`; layers whose shape differs (a new head) keep their initialization."""
+def load_weights(model, path: str | Path, mapper: str = "auto") -> list[str]:
+    """Load matching tensors from `path`; layers whose shape differs (a new head) keep their initialization.
+    Returns the names of the model's tensors the file did not provide."""
     state = read_state_dict(path)
     own = model.state_dict()
     state, used_mapper = map_keys(state, own, mapper)
@@ -172,3 +173,4 @@ def load_weights(model, path: str | Path, mapper: str = "auto") -> None:
         only_missing = [k for k in missing if k not in reshaped]
         warn(f"{len(only_missing)} model tensor(s) are not in {Path(path).name} and keep their initialization: "
              f"{', '.join(only_missing[:4])}{' ...' if len(only_missing) > 4 else ''}")
+    return missing
