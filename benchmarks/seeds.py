@@ -37,6 +37,7 @@ import gzip
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -564,11 +565,25 @@ TUTORIALS = {"003": tutorial_003, "000": tutorial_000, "004": tutorial_004}
 
 # --- running the two sides ------------------------------------------------------------------------------------------
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy since boot (/proc/stat), all processes."""
+    user, nice, system, _, _, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_logged(command: list[str], log: Path, mark: str = "", env: dict | None = None,
-               cwd: Path | None = None) -> tuple[float, float, float | None]:
-    """Run `command`, its output (stdout and stderr as they come) to `log`. (time.time() at launch, wall seconds
-    to exit, seconds at which the first line starting with `mark` came). Stops the benchmark on failure."""
+               cwd: Path | None = None) -> dict:
+    """Run `command`, its output (stdout and stderr as they come) to `log`: time.time() at launch, the wall
+    seconds to exit, the seconds at which the first line starting with `mark` came, and the cores that other work
+    on the machine kept busy meanwhile (the machine's busy CPU time less this process's and its children's, per
+    wall second). Stops the benchmark on failure."""
     print(f"  {' '.join(command[1:])}", flush=True)
+    busy, own = busy_cpu_seconds(), children_cpu_seconds() + time.process_time()
     launched, started, marked = time.time(), time.perf_counter(), None
     with log.open("w") as out, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                                 env=env, cwd=cwd) as process:
@@ -577,10 +592,12 @@ def run_logged(command: list[str], log: Path, mark: str = "", env: dict | None =
             if mark and marked is None and line.startswith(mark):
                 marked = time.perf_counter() - started
     wall = time.perf_counter() - started
+    own = children_cpu_seconds() + time.process_time() - own
     if process.returncode != 0:
         raise SystemExit(f"failed (exit {process.returncode}), log {log}:\n{log.read_text()[-3000:]}")
-    print(f"  done in {wall:.0f} s", flush=True)
-    return launched, wall, marked
+    other_cores = max(0.0, (busy_cpu_seconds() - busy - own) / wall)
+    print(f"  done in {wall:.0f} s (other work on the machine: {other_cores:.2f} cores)", flush=True)
+    return {"launched": launched, "wall_s": wall, "marked_s": marked, "other_cores": other_cores}
 
 
 def run_tutorial(runs_dir: Path, name: str, seed: str, spec: dict) -> dict:
@@ -588,10 +605,11 @@ def run_tutorial(runs_dir: Path, name: str, seed: str, spec: dict) -> dict:
     result = runs_dir / f"{name}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "--tutorial", seed, "--spec", json.dumps(spec),
                "--result", str(result)]
-    launched, wall, _ = run_logged(command, runs_dir / f"{name}.log")
+    process = run_logged(command, runs_dir / f"{name}.log")
     found = json.loads(result.read_text())
     train_images = found["train_images"] * len(found["train_s"])
-    return {**found, "side": "tutorial", "wall_s": wall, "before_s": found["started_at"] - launched,
+    return {**found, "side": "tutorial", "wall_s": process["wall_s"], "other_cores": process["other_cores"],
+            "before_s": found["started_at"] - process["launched"],
             "train_total_s": sum(found["train_s"]),
             "epochs_s": sum(found["train_s"]) + sum(found["val_s"]),
             "train_ips": train_images / sum(found["train_s"]),
@@ -606,7 +624,8 @@ def run_imgcls(tree: Path, runs_dir: Path, name: str, args: list[str]) -> dict:
                PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "imgcls", "train", *args, "--seed", str(SEED), "--no-report",
                "--runs-dir", str(runs_dir), "--name", name]
-    _, wall, first_epoch_line = run_logged(command, runs_dir / f"{name}.log", "epoch 1/", env=env, cwd=tree)
+    process = run_logged(command, runs_dir / f"{name}.log", "epoch 1/", env=env, cwd=tree)
+    first_epoch_line = process["marked_s"]
     run = runs_dir / name
     plan, summary = (json.loads((run / file).read_text()) for file in ("plan.json", "run.json"))
     with (run / "history.csv").open() as handle:
@@ -615,7 +634,8 @@ def run_imgcls(tree: Path, runs_dir: Path, name: str, args: list[str]) -> dict:
     train_s = [float(row["train_time_s"]) for row in rows]
     val_s = [float(row["epoch_time_s"]) - s for row, s in zip(rows, train_s)]
     test = json.loads((run / "metrics.json").read_text()).get("test", {})
-    return {"side": "imgcls", "command": ["imgcls", *command[3:]], "wall_s": wall,
+    return {"side": "imgcls", "command": ["imgcls", *command[3:]], "wall_s": process["wall_s"],
+            "other_cores": process["other_cores"],
             "before_s": first_epoch_line - float(rows[0]["epoch_time_s"]) if first_epoch_line else None,
             "train_images": counts["train"], "val_images": counts.get("val", 0), "test_images": counts.get("test", 0),
             "train_s": train_s, "val_s": val_s, "train_total_s": sum(train_s),
@@ -712,13 +732,14 @@ def split_cell(row: dict) -> str:
     return f"{row['train_images']:,} / {row['val_images']:,} / {row.get('test_images', 0):,}"
 
 
-SPEED_COLUMNS = "training phases s | epochs s (train + val) | before epoch 1 s | end-to-end s | training images/s"
+SPEED_COLUMNS = ("training phases s | epochs s (train + val) | before epoch 1 s | end-to-end s | training images/s | "
+                 "other work, cores")
 
 
 def speed_cells(row: dict) -> str:
     before = "?" if row["before_s"] is None else f"{row['before_s']:.1f}"
     return (f"{row['train_total_s']:.1f} | {row['epochs_s']:.1f} | {before} | {row['wall_s']:.1f} | "
-            f"{row['train_ips']:,.{0 if row['train_ips'] >= 100 else 2}f}")
+            f"{row['train_ips']:,.{0 if row['train_ips'] >= 100 else 2}f} | {row['other_cores']:.2f}")
 
 
 def ratio_line(tutorial: dict, imgcls: dict) -> str:
@@ -729,7 +750,7 @@ def ratio_line(tutorial: dict, imgcls: dict) -> str:
 def table_003(found: dict) -> list[str]:
     lines = ["### 003: MS-Learn PyTorch path (pytorchcv train()) vs seed003 recipes, real Fashion-MNIST", "",
              f"| network | side | train / val / test images | epochs | {SPEED_COLUMNS} | test accuracy [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for model, part in found.items():
         for row in part["rows"]:
@@ -752,7 +773,7 @@ def table_000(found: dict) -> list[str]:
     lines = [f"### 000: ViT-B/16 fine-tuning, one epoch, {found['images']} Shirt / T-shirt PNGs (28 px, upsampled "
              f"to 224)", "",
              f"| side | train / val / test images | {SPEED_COLUMNS} | validation images/s | projected epoch, "
-             f"{train:,} train + {val} val images |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{train:,} train + {val} val images |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in found["rows"]:
         lines.append(f"| {side_name(row)} | {split_cell(row)} | {speed_cells(row)} | {row['val_ips']:.2f} | "
                      f"{row['projected_epoch_s']:.0f} s ({row['projected_epoch_s'] / 60:.1f} min) |")
@@ -770,7 +791,7 @@ def table_004(found: dict) -> list[str]:
     lines = [f"### 004: DenseNet-121 + SE from scratch at 224 px, {found['images']} Shirt / T-shirt PNGs, "
              f"{found['epochs']} epochs", "",
              f"| side | train / val / test images | {SPEED_COLUMNS} | per epoch | test accuracy, last epoch [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in found["rows"]:
         per_epoch = ", ".join(f"{value:.2f}" for value in row["train_ips_per_epoch"])
         lines.append(f"| {side_name(row)} | {split_cell(row)} | {speed_cells(row)} | {per_epoch} | "
@@ -834,7 +855,9 @@ def main() -> None:
               f"{time.strftime('%Y-%m-%d')}. {describe(before, after)} Load average before the run: {load:.2f}. "
               f"Data: real Fashion-MNIST, the stand-in for "
               f"the tutorials' MNIST/CIFAR-10, chest X-rays and monkeypox photos. Each side is a new process, run "
-              f"one after the other; whole run {wall / 60:.1f} min.", ""]
+              f"one after the other; whole run {wall / 60:.1f} min. \"Other work, cores\": the CPU that processes "
+              f"outside the benchmark used while a side ran, in cores (0: the 2 cores were the benchmark's; 1: "
+              f"another job held one of them and that side's times are inflated).", ""]
     print("\n".join(header + lines))
     args.out.write_text(json.dumps({"machine": machine, "quick": args.quick, "load_average_before": load,
                                     "host_speed": {"before": before, "after": after}, "wall_s": wall,
