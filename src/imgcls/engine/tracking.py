@@ -1,6 +1,6 @@
 """Live training curves in TensorBoard (RUN/tb) and MLflow (a local store, or $MLFLOW_TRACKING_URI) through
-Accelerate's trackers (`log_with`, `init_trackers`, `log`, `end_training`). Neither library is imported unless a
-run asks for it; both are optional extras."""
+Accelerate's trackers (`log_with`, `init_trackers`, `log`, and each tracker's `finish`). Neither library is
+imported unless a run asks for it; both are optional extras."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ def make_trackers(plan: TrainPlan, run: RunFolder) -> list:
         mlflow.set_tracking_uri(plan.tracking_uri)
         artifacts = None
         if plan.tracking_uri.startswith("sqlite:///"):  # the local store: artifacts beside the database
-            artifacts = (Path(plan.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-            Path(plan.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            store = Path(plan.tracking_uri.removeprefix("sqlite:///")).parent
+            store.mkdir(parents=True, exist_ok=True)
+            artifacts = (store / "artifacts").as_uri()
         trackers.append(MLflowTracker(experiment_name=EXPERIMENT, logging_dir=artifacts, run_name=run.path.name,
                                       tags={"imgcls.run_folder": str(run.path.resolve())}))
     return trackers

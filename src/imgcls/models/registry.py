@@ -128,7 +128,8 @@ def create_model(
     model.imgcls_name = name
     if weights is not None:
         missing = load_weights(model, weights, weights_map)
-        head_is_new = any(id(model.state_dict(keep_vars=True)[key]) in _head_tensor_ids(model) for key in missing)
+        tensors, head = model.state_dict(keep_vars=True), _head_tensor_ids(model)
+        head_is_new = any(id(tensors[key]) in head for key in missing)
     else:
         head_is_new = pretrained and num_classes != _hub_classes(model)
     if head_is_new:
