@@ -74,6 +74,12 @@ class TrainPlan:
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of each of the first epochs (then img_size)
     track: tuple[str, ...] = ()  # live curves to: tensorboard, mlflow
     tracking_uri: str = ""  # with mlflow: the store the runs go to
+    # how eval, predict, serve and a linear probe's feature extraction run the model here (engine/inference_setting):
+    # measured (the probe: before extracting; otherwise at the end of training, with bf16 checked against fp32)
+    inference_precision: str = ""  # "": not decided (an older run): fp32 on CPUs
+    inference_channels_last: bool = False
+    inference_batch_size: int = 0
+    inference_reason: str = ""
     notes: dict[str, str] = field(default_factory=dict)  # value -> how it was decided, where not simply asked
 
     def to_dict(self) -> dict[str, Any]:

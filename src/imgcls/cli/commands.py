@@ -61,8 +61,9 @@ def add_eval(commands) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-root")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (default auto: fp32 on CPUs, "
-                   "bf16/fp16 on GPUs)")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (default auto: what the run measured "
+                   "at the end of training, plan.json's inference_precision; fp32 on CPUs for older runs; bf16/fp16 "
+                   "on GPUs)")
     p.add_argument("--positive-class", help="two-class data: the positive class (default: the run's)")
     p.set_defaults(handler=_run_eval)
 
@@ -208,7 +209,8 @@ def add_predict(commands) -> None:
     p.add_argument("--backend", default="auto", help="auto (the run's ONNX export when current, else PyTorch) | "
                    "torch | onnx")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (bf16/fp16 run the PyTorch model; "
-                   "default auto: fp32 on CPUs)")
+                   "default auto: the ONNX export in fp32 when current, else what the run measured at the end of "
+                   "training)")
     _add_decision_options(p)
     p.set_defaults(handler=_run_predict)
 

@@ -10,6 +10,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from imgcls.engine.precision import uses_convolutions
 from imgcls.errors import ImgclsError, first_line
 
 METHODS = ("auto", "gradcam", "gradcam++", "hirescam", "eigencam", "rollout")
@@ -87,11 +88,18 @@ def explain_images(model, images, targets: list[int], method: str = "auto"):
 
     layer, reshape = cam_layer(model, images)
     cam_class = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "eigencam": EigenCAM}[method]
+    # channels_last: oneDNN's convolutions, backward included, run about 2x faster on a CPU (EfficientNet-Lite0,
+    # 28 images at 224 px: 3.8 s NCHW, 1.7 s NHWC); the maps are the same to 1e-6
+    layout = torch.channels_last if uses_convolutions(model) else torch.contiguous_format
+    model.to(memory_format=layout)
     try:
         with cam_class(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
-            maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+            maps = cam(input_tensor=images.contiguous(memory_format=layout),
+                       targets=[ClassifierOutputTarget(int(t)) for t in targets])
     except RuntimeError as error:
         raise ImgclsError(f"{method} failed on this model ({first_line(error)}); try another --method") from None
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     return np.nan_to_num(np.asarray(maps, dtype=np.float32))
 
 

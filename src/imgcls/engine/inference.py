@@ -12,13 +12,41 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from imgcls.data.build import DecodedImages
 from imgcls.data.transforms import normalize_batch
+from imgcls.engine.inference_setting import InferenceSetting
 from imgcls.engine.precision import choose_precision
 
 
-def inference_precision(requested: str, pinned_auto: str | None = None) -> str:
-    """The precision to infer in: as asked, or for 'auto' bf16/fp16 on GPUs and fp32 on CPUs (unless pinned)."""
+def inference_precision(requested: str, pinned_auto: str | None = None, decided: str = "") -> str:
+    """The precision to infer in: as asked; for 'auto' (unless pinned) what the run `decided` at the end of its
+    training (engine/inference_setting), else bf16/fp16 on GPUs and fp32 on CPUs."""
+    if requested == "auto" and pinned_auto is None and decided and not torch.cuda.is_available():
+        return decided
     return choose_precision(requested, pinned_auto=pinned_auto)[0]
+
+
+def model_outputs(model: nn.Module, images: DecodedImages, mean: tuple[float, ...], std: tuple[float, ...],
+                  setting: InferenceSetting) -> torch.Tensor:
+    """The model's float32 outputs (logits, or a headless backbone's features) of (N, C, H, W) uint8 images, batch
+    by batch in the setting's precision and layout; `model` must be in that layout (setting.prepare)."""
+    device = next(model.parameters()).device
+    outputs = []
+    with torch.inference_mode(), setting.autocast(device.type):
+        for start in range(0, len(images), setting.batch_size):
+            batch = normalize_batch(images[start : start + setting.batch_size], mean, std).to(device)
+            outputs.append(model(batch.contiguous(memory_format=setting.memory_format)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def precision_agreement(model: nn.Module, images: DecodedImages, mean: tuple[float, ...], std: tuple[float, ...],
+                        setting: InferenceSetting) -> int:
+    """How many of `images` get the same top-1 class in the setting's precision as in fp32 (same layout)."""
+    setting.prepare(model)
+    fp32 = InferenceSetting("fp32", setting.channels_last, setting.batch_size)
+    same = model_outputs(model, images, mean, std, setting).argmax(1) == \
+        model_outputs(model, images, mean, std, fp32).argmax(1)
+    return int(same.sum())
 
 
 def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ MIN_TIMED_STEP_S = 0.005  # a step shorter than this is timer noise (a linear he
 _TIMED_STEPS = 3  # timed steps at least (after a warm-up step)...
 _TIMING_BUDGET_S = 0.6  # ...and more while they take less than this
 _MAX_TIMED_STEPS = 30
+_LONG_STEP_S = 1.0  # one timed step this long is enough: random slow-downs average out within it
 
 
 def cpu_supports_bf16() -> bool:
@@ -90,17 +91,13 @@ def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_l
     key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), type(model).__name__,
                     str(sum(p.numel() for p in model.parameters())), "x".join(map(str, input_shape)),
                     "cl" if channels_last else "nchw", "heap-kept" if freed_memory_kept() else "heap-default"])
-    remembered = _read_cache(cache_file)
+    remembered = read_timings(cache_file)
     if key not in remembered:
         with torch.random.fork_rng():  # the run must not depend on whether this was measured or remembered
             fp32 = step_seconds(model, input_shape, False, channels_last)
             bf16 = step_seconds(model, input_shape, True, channels_last)
         remembered[key] = {"fp32_s": round(fp32, 4), "bf16_s": round(bf16, 4)}
-        if cache_file is not None:
-            try:
-                write_json_atomic(cache_file, remembered)
-            except OSError:
-                pass  # an unwritable cache only costs the measurement next time
+        write_timings(cache_file, remembered)
     timing = remembered[key]
     if timing["fp32_s"] < MIN_TIMED_STEP_S:
         return "fp32", "a step this small is too short to gain from bf16"
@@ -110,7 +107,8 @@ def _measured_cpu_choice(model, input_shape, cache_file: Path | None, channels_l
     return "fp32", f"bf16 measured {speedup:.2f}x the speed of fp32 here"
 
 
-def _read_cache(cache_file: Path | None) -> dict:
+def read_timings(cache_file: Path | None) -> dict:
+    """The timings remembered in `cache_file` ({} when there are none or it is unreadable)."""
     if cache_file is None or not cache_file.is_file():
         return {}
     try:
@@ -118,6 +116,16 @@ def _read_cache(cache_file: Path | None) -> dict:
     except (OSError, ValueError):
         return {}
     return values if isinstance(values, dict) else {}
+
+
+def write_timings(cache_file: Path | None, timings: dict) -> None:
+    """Remember `timings` in `cache_file`; an unwritable cache only costs the measurement next time."""
+    if cache_file is None:
+        return
+    try:
+        write_json_atomic(cache_file, timings)
+    except OSError:
+        pass
 
 
 PROBE_PIXELS = 256 * 28 * 28  # auto times batches of up to this many pixels (at least 32 images, at most the batch)
@@ -132,7 +140,8 @@ def probe_batch(batch_size: int, img_size: int) -> int:
 def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
     """Seconds of one forward+backward step of a copy of `model` (its weights and statistics stay untouched).
 
-    The fastest of at least _TIMED_STEPS steps, more while they add up to under _TIMING_BUDGET_S: a shared
+    The fastest of at least _TIMED_STEPS steps (one, if it takes _LONG_STEP_S: ViT-B/16's 32-image step took
+    143 s to time four times in fp32 and bf16), more while they add up to under _TIMING_BUDGET_S: a shared
     2-core machine slows single steps at random, and a mean of two 15 ms steps once made auto pick fp32 for
     the Fashion-MNIST recipe (1.09x) where bf16 is 1.5x faster.
     """
@@ -150,7 +159,8 @@ def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
 
     step()  # warm-up: oneDNN builds its kernels on the first call
     times: list[float] = []
-    while len(times) < _TIMED_STEPS or (sum(times) < _TIMING_BUDGET_S and len(times) < _MAX_TIMED_STEPS):
+    while not times or (len(times) < _TIMED_STEPS and times[0] < _LONG_STEP_S) or \
+            (sum(times) < _TIMING_BUDGET_S and len(times) < _MAX_TIMED_STEPS):
         started = time.perf_counter()
         step()
         times.append(time.perf_counter() - started)

@@ -118,7 +118,8 @@ def _infer(loaded: LoadedModel, image_split: ImageSplit, batch_size: int, worker
     is left as it was loaded (fp32, no autocast wrapper), whatever precision it inferred in: what follows
     (Grad-CAM) reads its activations as float32."""
     dataset = TensorImageDataset(image_split, loaded.mean, loaded.std)
-    accelerator = make_accelerator(inference_precision(precision, auto_precision_override()))
+    decided = loaded.plan.inference_precision if loaded.plan is not None else ""
+    accelerator = make_accelerator(inference_precision(precision, auto_precision_override(), decided))
     loader = accelerator.prepare(make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=seed))
     model = accelerator.prepare(loaded.model)
     logits, labels = collect_logits(accelerator, model, loader, tta=loaded.tta)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,12 +75,14 @@ def _output_path(loaded: LoadedModel, export_format: str, out: str | Path | None
 
 
 AUTO_EXPORT_MAX_PARAMETERS = 30_000_000  # bigger models take long to export: `imgcls export` when wanted
+EXPORT_NICENESS = 19  # the end-of-training export yields the CPU to the report (it is not waited for until later)
 
 
 def start_export_for_predict(run: RunFolder, model_name: str, parameters: int) -> subprocess.Popen[str] | None:
     """Start writing RUN/model.onnx at the end of training (so `imgcls predict RUN` and `imgcls serve RUN` start in
     well under a second: onnxruntime, no torch import) in a child `imgcls export`, beside the figures: both are
-    mostly one-core Python, and one after the other they made the tail twice as long. None for models too large
+    mostly one-core Python, and one after the other they made the tail twice as long. The child runs at the
+    lowest priority, so the report (and its two-thread Grad-CAM) is not slowed by it. None for models too large
     to export by default, and for models only this process can build (exported here and now)."""
     if parameters > AUTO_EXPORT_MAX_PARAMETERS:
         return None
@@ -87,8 +91,12 @@ def start_export_for_predict(run: RunFolder, model_name: str, parameters: int) -
         return None
     environment = plain_process_environment()
     environment["OMP_NUM_THREADS"] = "1"  # tracing needs no threads; the figures' Grad-CAM and filters use them
-    return subprocess.Popen([sys.executable, "-m", "imgcls", "export", str(run.path)], env=environment,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "imgcls", "export", str(run.path)], env=environment,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if hasattr(os, "setpriority"):  # the report first: the export takes the core the figures leave idle
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, child.pid, EXPORT_NICENESS)
+    return child
 
 
 def end_export_for_predict(exporting: subprocess.Popen[str] | None) -> None:

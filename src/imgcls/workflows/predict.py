@@ -150,8 +150,10 @@ def classifier_for(run: str | Path | LoadedModel, precision: str = "auto", backe
     from imgcls.engine.inference import TorchClassifier, inference_precision
 
     loaded = run if isinstance(run, LoadedModel) else load(run)
+    decided = loaded.plan.inference_precision if loaded.plan is not None else ""
     return TorchClassifier(loaded.model, loaded.class_names, loaded.img_size, loaded.in_chans, loaded.interpolation,
-                           loaded.mean, loaded.std, loaded.tta, inference_precision(precision, auto_precision_override()),
+                           loaded.mean, loaded.std, loaded.tta,
+                           inference_precision(precision, auto_precision_override(), decided),
                            loaded.temperature, loaded.threshold, loaded.threshold_rule, loaded.positive_index)
 
 

@@ -6,7 +6,7 @@ fold of a cross-validation (workflows/cross_validate) run them through `train_in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,11 @@ from imgcls.config import (
 from imgcls.console import get_console, warn
 from imgcls.data import DataBundle, build_dataset, native_image_size
 from imgcls.data.problems import warn_about_data
-from imgcls.engine.accelerator import process_state
+from imgcls.engine.accelerator import process_state, share_from_main
 from imgcls.engine.checkpoint import BestWeights, update_metadata, weights_metadata
 from imgcls.engine.decisions import Predictions, apply_decisions, fit_decisions
+from imgcls.engine.inference import precision_agreement
+from imgcls.engine.inference_setting import MIN_AGREEMENT, InferenceSetting, fastest_setting
 from imgcls.engine.loaders import make_loaders, with_measured_splits
 from imgcls.engine.precision import agreed_precision, probe_batch, to_channels_last, unfuse_cpu_attention
 from imgcls.engine.probe import train_linear_probe
@@ -75,7 +77,7 @@ def train_in(run: RunFolder, config: Config, resumed: bool, state: PartialState,
     result = _run_training(model, bundle, config, plan, run, resumed)
     if is_main:
         _decide(run, config, plan, result, decide_on)
-        _finish(run, bundle, model, plan, result, started, config.train.report)
+        _finish(run, config, bundle, model, plan, result, started)
     return TrainOutcome(run.path, result.final_metrics, result.best_epoch, len(result.history), result.wall_time_s,
                         plan)
 
@@ -133,11 +135,19 @@ def _plan_run(config: Config, bundle: DataBundle, defaults: ModelDefaults, size_
             to_channels_last(model)
         unfuse_cpu_attention(model, plan.precision)
         return plan
-    channels_last = config.train.channels_last and not config.model.linear_probe and to_channels_last(model)
+    timings = cache_dir_of(config.data) / "precision.json"
+    if config.model.linear_probe:  # the head trains on cached features; the backbone only infers, once
+        extraction = share_from_main(fastest_setting(model, (bundle.channels, bundle.img_size, bundle.img_size),
+                                                     config.train.precision, timings, auto_precision_override())
+                                     if process_state().is_main_process else None)
+        head_precision = ("fp32", "linear probe: the head trains on float32 features") \
+            if config.train.precision == "auto" else (config.train.precision, "asked for")
+        return extraction.in_plan(make_plan(config, bundle, defaults, head_precision, False, world_size, size_note,
+                                            gpu=torch.cuda.is_available()))
+    channels_last = config.train.channels_last and to_channels_last(model)
     input_shape = (probe_batch(config.train.batch_size, bundle.img_size), bundle.channels, bundle.img_size,
                    bundle.img_size)
-    precision = agreed_precision(config.train.precision, model, input_shape,
-                                 cache_dir_of(config.data) / "precision.json", channels_last,
+    precision = agreed_precision(config.train.precision, model, input_shape, timings, channels_last,
                                  auto_precision_override())
     unfuse_cpu_attention(model, precision[0])
     return make_plan(config, bundle, defaults, precision, channels_last, world_size, size_note,
@@ -194,10 +204,12 @@ def _decide(run: RunFolder, config: Config, plan: TrainPlan, result: FitResult,
     run.write_decisions(decisions.record)
 
 
-def _finish(run: RunFolder, bundle: DataBundle, model: nn.Module, plan: TrainPlan, result: FitResult,
-            started: float, report: bool = True) -> None:
-    """metrics.json and run.json, the metrics on the console, then (unless `report` is off) every figure and
-    report.html beside the ONNX export; the per-sample predictions are kept either way."""
+def _finish(run: RunFolder, config: Config, bundle: DataBundle, model: nn.Module, plan: TrainPlan,
+            result: FitResult, started: float) -> None:
+    """metrics.json and run.json, the metrics on the console, then (unless the config's `report` is off) every
+    figure and report.html beside the ONNX export, then how eval and predict will run the model here; the
+    per-sample predictions are kept either way."""
+    report = config.train.report
     if "train" in result.final_metrics and plan.train_metrics_images < len(bundle.splits["train"]):
         result.final_metrics["train"]["sample_of"] = len(bundle.splits["train"])
     run.write_metrics(result.final_metrics)
@@ -210,6 +222,7 @@ def _finish(run: RunFolder, bundle: DataBundle, model: nn.Module, plan: TrainPla
     if not report:
         save_predictions(run, measured, result.predictions, list(plan.class_names))
         get_console().print(f"run folder: [bold]{run.path}[/bold]   (no report: --no-report)")
+        _decide_inference(run, config, plan, bundle, load(run.path).model)
         return
     loaded = load(run.path)  # the best weights, whole (a linear probe's head included)
     exporting = start_export_for_predict(run, plan.model, sum(p.numel() for p in loaded.model.parameters()))
@@ -217,11 +230,38 @@ def _finish(run: RunFolder, bundle: DataBundle, model: nn.Module, plan: TrainPla
         looked = explain_held_out(loaded, measured, result.predictions)
         write_figures_and_report(run, measured, result.predictions, list(plan.class_names), loaded, plan.seed,
                                  looked_at=looked)
+        get_console().print(f"run folder: [bold]{run.path}[/bold]   report: {run.report_file}")
+        _decide_inference(run, config, plan, bundle, loaded.model)
     except BaseException:  # failed or interrupted: stop the export too
         stop_export_for_predict(exporting)
         raise
     end_export_for_predict(exporting)
-    get_console().print(f"run folder: [bold]{run.path}[/bold]   report: {run.report_file}")
+
+
+def _decide_inference(run: RunFolder, config: Config, plan: TrainPlan, bundle: DataBundle, model: nn.Module) -> None:
+    """How eval, predict and serve run the trained model here (plan.json's inference_*): the fastest setting
+    measured (a linear probe's is the one its features were extracted in), with a measured bf16 kept only when
+    the validation split's top-1 agrees with fp32 on MIN_AGREEMENT of its images."""
+    shape = (plan.channels, plan.img_size, plan.img_size)
+    timings = cache_dir_of(config.data) / "precision.json"
+    measured = config.train.precision == "auto" and auto_precision_override() is None
+    setting = InferenceSetting.of_plan(plan) or fastest_setting(model, shape, config.train.precision, timings,
+                                                                auto_precision_override())
+    if measured and setting.precision == "bf16" and not torch.cuda.is_available():
+        val = bundle.splits.get("val")
+        agreed = precision_agreement(model, val.images, plan.mean, plan.std, setting) if val is not None else 0
+        total = len(val) if val is not None else 0
+        if total and agreed >= MIN_AGREEMENT * total:
+            setting = replace(setting, reason=f"{setting.reason}; val top-1 agrees with fp32 on {agreed}/{total}")
+        else:
+            checked = f"val top-1 agreed with fp32 on {agreed}/{total} only" if total else "no val split to check it on"
+            fallback = fastest_setting(model, shape, "auto", timings, allow_bf16=False)
+            setting = replace(fallback, reason=f"{fallback.reason}; bf16 was faster, but {checked}")
+        model.to(memory_format=torch.contiguous_format)
+    run.write_plan(setting.in_plan(plan).to_dict())
+    get_console().print(f"inference (eval, predict, serve): {setting.precision}"
+                        f"{', channels_last' if setting.channels_last else ''}, batch {setting.batch_size} "
+                        f"({setting.reason})")
 
 
 # --- helpers ---
