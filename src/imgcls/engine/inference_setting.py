@@ -31,12 +31,13 @@ from imgcls.engine.precision import (
 from imgcls.environment import cpu_name
 from imgcls.plan import TrainPlan
 
-BATCH_SIZES = (16, 32, 64)  # the batches timed; the grid of precision x layout is timed at the first
+BATCH_SIZES = (16, 32, 64)  # the batches timed, the next only while the last was faster; the grid at the first
 DEFAULT_BATCH = 32
 MIN_FORWARD_S = 0.003  # a forward shorter than this (per batch) is too small to gain from bf16: fp32, not timed
 MIN_AGREEMENT = 0.999  # bf16 is kept for inference only when the validation split's top-1 agrees this often
-_TIMED_CALLS = 2  # timed forwards at least (after a warm-up)...
+_TIMED_CALLS = 2  # timed forwards at least (after a warm-up; one if it takes _LONG_CALL_S)...
 _TIMING_BUDGET_S = 0.3  # ...and more while they take less than this
+_LONG_CALL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,11 @@ def _measured(model: nn.Module, input_shape: tuple[int, int, int], precisions: l
         if precision == "bf16" and fp32 and grid[min(fp32, key=grid.__getitem__)] / grid[(precision, layout)] < \
                 BF16_MIN_SPEEDUP:
             precision, layout = min(fp32, key=grid.__getitem__)
-        batch = min(BATCH_SIZES, key=lambda size: per_image(precision, layout, size))
+        batch = BATCH_SIZES[0]
+        for larger in BATCH_SIZES[1:]:  # on CPUs small batches are often the fastest (caches): stop at the turn
+            if per_image(precision, layout, larger) >= per_image(precision, layout, batch):
+                break
+            batch = larger
     finally:
         remembered[key] = timings
         write_timings(cache_file, remembered)
@@ -138,8 +143,8 @@ def _reason(grid: dict[tuple[str, bool], float], precision: str, layout: bool, b
     chosen = 1 / grid[(precision, layout)]
     plain = grid.get(("fp32", False))
     than = f", {chosen * plain:.1f}x fp32 NCHW" if plain and (precision, layout) != ("fp32", False) else ""
-    asked = " (asked for)" if requested != "auto" else ""
-    return f"measured {chosen:.0f} images/s at batch {BATCH_SIZES[0]}{than}{asked}; batch {batch} fastest"
+    asked = f"{precision} asked for; " if requested != "auto" else ""
+    return f"{asked}measured {chosen:.0f} images/s at batch {BATCH_SIZES[0]}{than}; batch {batch} fastest"
 
 
 def forward_seconds(model: nn.Module, input_shape: tuple[int, ...], precision: str, channels_last: bool) -> float:
@@ -152,7 +157,8 @@ def forward_seconds(model: nn.Module, input_shape: tuple[int, ...], precision: s
     times: list[float] = []
     with torch.inference_mode(), setting.autocast("cpu"):
         model(images)  # warm-up: oneDNN builds its kernels on the first call
-        while len(times) < _TIMED_CALLS or sum(times) < _TIMING_BUDGET_S and len(times) < 10:
+        while not times or (len(times) < _TIMED_CALLS and times[0] < _LONG_CALL_S) or \
+                (sum(times) < _TIMING_BUDGET_S and len(times) < 10):
             started = time.perf_counter()
             model(images)
             times.append(time.perf_counter() - started)

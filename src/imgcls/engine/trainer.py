@@ -43,6 +43,7 @@ from imgcls.plan import TrainPlan
 from imgcls.run_files import RunFolder
 
 Predictions = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (probabilities (N, K), labels (N,))
+Outputs = tuple[torch.Tensor, torch.Tensor]  # split -> (logits (N, K), labels (N,))
 
 
 @dataclass
@@ -100,6 +101,7 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
     ema = _weights_average(accelerator, model, plan)
     state = _starting_state(accelerator, run, resume)
     monitor = plan.monitor if "val" in eval_loaders else None
+    kept_val: Outputs | None = None  # the val logits of the weights kept so far (this session's epochs only)
 
     # --- the epoch loop ---
     for epoch in range(state.epoch, plan.epochs):
@@ -119,16 +121,20 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
                               f"lower the learning rate with --lr")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                "train_accuracy": train_acc, **timing}
-        improved, candidate = _validate(accelerator, model, ema, eval_loaders.get("val"), plan, monitor, row, state)
+        improved, candidate, val_outputs = _validate(accelerator, model, ema, eval_loaders.get("val"), plan, monitor,
+                                                     row, state)
         row["epoch_time_s"] = time.perf_counter() - started
         if improved:
             save_best_weights(accelerator, candidate, best.file, best.metadata)
+            kept_val = val_outputs
         _end_epoch(accelerator, run, plan, monitor, state, row, improved)
 
     # --- the end: evaluate the best weights on every held-out split ---
     accelerator.wait_for_everyone()
     load_weights_into(accelerator.unwrap_model(model), best.file)
-    final, predictions = final_evaluation(accelerator, model, eval_loaders, plan)
+    # the kept epoch's validation logits are the best weights' (TTA aside): not computed again
+    final, predictions = final_evaluation(accelerator, model, eval_loaders, plan,
+                                          {"val": kept_val} if kept_val is not None and not plan.tta else {})
     return FitResult(
         history=state.history, best_epoch=state.best_epoch, best_metric=state.best_metric,
         final_metrics=final, stopped_early=state.stopped_early, wall_time_s=state.wall_time_s,
@@ -157,33 +163,35 @@ def _weights_average(accelerator: Accelerator, model: nn.Module, plan: TrainPlan
 
 
 def _validate(accelerator: Accelerator, model: nn.Module, ema: ModelEmaV3 | None, val_loader: DataLoader | None,
-              plan: TrainPlan, monitor: str | None, row: dict[str, Any], state: LoopState) -> tuple[bool, nn.Module]:
-    """Add the epoch's validation loss, accuracy and monitored metric to `row`; whether it is the best yet, and
-    the weights that are (with --ema, the better of the raw and the averaged ones on val)."""
+              plan: TrainPlan, monitor: str | None, row: dict[str, Any],
+              state: LoopState) -> tuple[bool, nn.Module, Outputs | None]:
+    """Add the epoch's validation loss, accuracy and monitored metric to `row`; whether it is the best yet, the
+    weights that are (with --ema, the better of the raw and the averaged ones on val), and their val logits."""
     if monitor is None or val_loader is None:
-        return True, ema.module if ema is not None else model  # no validation split: the latest epoch is kept
+        return True, ema.module if ema is not None else model, None  # no validation split: the latest epoch is kept
     # per-epoch selection needs no intervals or test-time augmentation; both are applied once, to the best
     # epoch's final metrics
-    val_metrics = _val_metrics(accelerator, model, val_loader, plan)
+    val_metrics, outputs = _val_metrics(accelerator, model, val_loader, plan)
     row.update(val_loss=val_metrics["loss"]["value"], val_accuracy=val_metrics["accuracy"]["value"])
     candidate = model
     compared = "accuracy" if monitor == "last" else monitor
     if ema is not None:
-        ema_metrics = _val_metrics(accelerator, ema.module, val_loader, plan)
+        ema_metrics, ema_outputs = _val_metrics(accelerator, ema.module, val_loader, plan)
         row[f"val_{compared}_ema"] = ema_metrics[compared]["value"]
         if is_better(compared, ema_metrics[compared]["value"], val_metrics[compared]["value"]):
-            val_metrics, candidate = ema_metrics, ema.module
+            val_metrics, candidate, outputs = ema_metrics, ema.module, ema_outputs
         row["kept_weights"] = "ema" if candidate is not model else "raw"
     if monitor == "last":  # a schedule that ends at its best (one-cycle, cosine): no noisy pick on a small val set
-        return True, candidate
+        return True, candidate, outputs
     # the raw weights' val_loss / val_accuracy stay as measured; the kept candidate's value is what is compared
     row[f"val_{monitor}_kept" if ema is not None else f"val_{monitor}"] = val_metrics[monitor]["value"]
-    return is_better(monitor, val_metrics[monitor]["value"], state.best_metric), candidate
+    return is_better(monitor, val_metrics[monitor]["value"], state.best_metric), candidate, outputs
 
 
-def _val_metrics(accelerator: Accelerator, model: nn.Module, val_loader: DataLoader, plan: TrainPlan) -> dict:
-    return compute_metrics(*collect_logits(accelerator, model, val_loader), list(plan.class_names),
-                           plan.positive_class, resamples=0)
+def _val_metrics(accelerator: Accelerator, model: nn.Module, val_loader: DataLoader,
+                 plan: TrainPlan) -> tuple[dict, Outputs]:
+    logits, labels = collect_logits(accelerator, model, val_loader)
+    return compute_metrics(logits, labels, list(plan.class_names), plan.positive_class, resamples=0), (logits, labels)
 
 
 def _end_epoch(accelerator: Accelerator, run: RunFolder, plan: TrainPlan, monitor: str | None, state: LoopState,
@@ -210,14 +218,17 @@ def _end_epoch(accelerator: Accelerator, run: RunFolder, plan: TrainPlan, monito
 
 
 def final_evaluation(accelerator: Accelerator, model: nn.Module, eval_loaders: dict[str, DataLoader],
-                     plan: TrainPlan) -> tuple[dict[str, dict[str, Any]], Predictions]:
-    """Metrics (with intervals on held-out splits) and probabilities of the best weights on every split."""
+                     plan: TrainPlan, known: dict[str, Outputs] | None = None) -> tuple[dict[str, dict[str, Any]],
+                                                                                  Predictions]:
+    """Metrics (with intervals on held-out splits) and probabilities of the best weights on every split; `known`
+    holds splits whose logits the best weights already gave (the kept epoch's validation)."""
     final, predictions = {}, {}
     for name in ("train_eval", "val", "test"):
         if name in eval_loaders:
             split = name.removesuffix("_eval")
             # test-time augmentation is for predictions on new images; the training split is measured as fit
-            logits, labels = collect_logits(accelerator, model, eval_loaders[name], plan.tta and split != "train")
+            logits, labels = (known or {}).get(split) or \
+                collect_logits(accelerator, model, eval_loaders[name], plan.tta and split != "train")
             # Intervals are for held-out data: the model was fit to the training images, so a bootstrap over
             # them estimates nothing about new data (and costs ~10 s on 50,000 images).
             final[split] = compute_metrics(logits, labels, list(plan.class_names), plan.positive_class,

@@ -147,14 +147,22 @@ def classifier_for(run: str | Path | LoadedModel, precision: str = "auto", backe
             return load_onnx(exported)
         if backend == "onnx":
             raise ImgclsError(f"{run} has no current ONNX export; write one with 'imgcls export {run}'")
+    import torch
+
     from imgcls.engine.inference import TorchClassifier, inference_precision
+    from imgcls.engine.inference_setting import InferenceSetting
 
     loaded = run if isinstance(run, LoadedModel) else load(run)
-    decided = loaded.plan.inference_precision if loaded.plan is not None else ""
+    decided = InferenceSetting.of_plan(loaded.plan)
+    channels_last = decided is not None and decided.channels_last and precision == "auto"
+    if channels_last:
+        loaded.model.to(memory_format=torch.channels_last)
     return TorchClassifier(loaded.model, loaded.class_names, loaded.img_size, loaded.in_chans, loaded.interpolation,
                            loaded.mean, loaded.std, loaded.tta,
-                           inference_precision(precision, auto_precision_override(), decided),
-                           loaded.temperature, loaded.threshold, loaded.threshold_rule, loaded.positive_index)
+                           inference_precision(precision, auto_precision_override(),
+                                               decided.precision if decided else ""),
+                           loaded.temperature, loaded.threshold, loaded.threshold_rule, loaded.positive_index,
+                           channels_last=channels_last)
 
 
 def _current_export(run: str | Path) -> Path | None:

@@ -142,8 +142,11 @@ def _plan_run(config: Config, bundle: DataBundle, defaults: ModelDefaults, size_
                                      if process_state().is_main_process else None)
         head_precision = ("fp32", "linear probe: the head trains on float32 features") \
             if config.train.precision == "auto" else (config.train.precision, "asked for")
-        return extraction.in_plan(make_plan(config, bundle, defaults, head_precision, False, world_size, size_note,
+        plan = extraction.in_plan(make_plan(config, bundle, defaults, head_precision, False, world_size, size_note,
                                             gpu=torch.cuda.is_available()))
+        layout = ", channels_last" if extraction.channels_last else ""
+        return replace(plan, notes={**plan.notes, "features": f"extracted in {extraction.precision}{layout}, batch "
+                                                              f"{extraction.batch_size} ({extraction.reason})"})
     channels_last = config.train.channels_last and to_channels_last(model)
     input_shape = (probe_batch(config.train.batch_size, bundle.img_size), bundle.channels, bundle.img_size,
                    bundle.img_size)
@@ -222,7 +225,7 @@ def _finish(run: RunFolder, config: Config, bundle: DataBundle, model: nn.Module
     if not report:
         save_predictions(run, measured, result.predictions, list(plan.class_names))
         get_console().print(f"run folder: [bold]{run.path}[/bold]   (no report: --no-report)")
-        _decide_inference(run, config, plan, bundle, load(run.path).model)
+        _decide_inference(run, config, plan, bundle, load(run.path).model, result.predictions)
         return
     loaded = load(run.path)  # the best weights, whole (a linear probe's head included)
     exporting = start_export_for_predict(run, plan.model, sum(p.numel() for p in loaded.model.parameters()))
@@ -231,17 +234,19 @@ def _finish(run: RunFolder, config: Config, bundle: DataBundle, model: nn.Module
         write_figures_and_report(run, measured, result.predictions, list(plan.class_names), loaded, plan.seed,
                                  looked_at=looked)
         get_console().print(f"run folder: [bold]{run.path}[/bold]   report: {run.report_file}")
-        _decide_inference(run, config, plan, bundle, loaded.model)
+        _decide_inference(run, config, plan, bundle, loaded.model, result.predictions)
     except BaseException:  # failed or interrupted: stop the export too
         stop_export_for_predict(exporting)
         raise
     end_export_for_predict(exporting)
 
 
-def _decide_inference(run: RunFolder, config: Config, plan: TrainPlan, bundle: DataBundle, model: nn.Module) -> None:
+def _decide_inference(run: RunFolder, config: Config, plan: TrainPlan, bundle: DataBundle, model: nn.Module,
+                      predictions: Predictions) -> None:
     """How eval, predict and serve run the trained model here (plan.json's inference_*): the fastest setting
     measured (a linear probe's is the one its features were extracted in), with a measured bf16 kept only when
-    the validation split's top-1 agrees with fp32 on MIN_AGREEMENT of its images."""
+    the validation split's top-1 agrees with fp32 on MIN_AGREEMENT of its images (bf16's top-1 is the final
+    evaluation's when the run trained in bf16)."""
     shape = (plan.channels, plan.img_size, plan.img_size)
     timings = cache_dir_of(config.data) / "precision.json"
     measured = config.train.precision == "auto" and auto_precision_override() is None
@@ -249,7 +254,9 @@ def _decide_inference(run: RunFolder, config: Config, plan: TrainPlan, bundle: D
                                                                 auto_precision_override())
     if measured and setting.precision == "bf16" and not torch.cuda.is_available():
         val = bundle.splits.get("val")
-        agreed = precision_agreement(model, val.images, plan.mean, plan.std, setting) if val is not None else 0
+        known = predictions["val"][0].argmax(1) if "val" in predictions and plan.precision == setting.precision \
+            and not plan.linear_probe and not plan.tta else None
+        agreed = precision_agreement(model, val.images, plan.mean, plan.std, setting, known) if val is not None else 0
         total = len(val) if val is not None else 0
         if total and agreed >= MIN_AGREEMENT * total:
             setting = replace(setting, reason=f"{setting.reason}; val top-1 agrees with fp32 on {agreed}/{total}")
