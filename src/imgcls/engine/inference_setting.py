@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imgcls.engine.accelerator import keep_freed_memory
 from imgcls.engine.precision import (
     BF16_MIN_SPEEDUP,
     check_precision,
@@ -82,6 +83,7 @@ def fastest_setting(model: nn.Module, input_shape: tuple[int, int, int], request
     """The fastest way to run `model`'s forward on (C, H, W) images here: on a CPU each candidate precision (for
     `auto`: fp32, and bf16 where the CPU has it and `allow_bf16`) and layout is timed, remembered in `cache_file`;
     on a GPU bf16/fp16 and channels_last for conv nets, unmeasured."""
+    keep_freed_memory()  # time the forward as the run will make it (and make it so)
     convolutional = uses_convolutions(model)
     if requested == "auto" and pinned_auto is not None:
         check_precision(pinned_auto)
