@@ -193,4 +193,4 @@ def test_auto_times_the_runs_own_batch_where_it_is_small():
 
     assert probe_batch(256, 28) == 256  # the Fashion-MNIST recipe: bf16's gain shows at its own batch
     assert probe_batch(128, 64) == 49 and probe_batch(32, 64) == 32
-    assert probe_batch(64, 224) == 32 and probe_batch(8, 224) == 8  # never more than the run's batch
+    assert probe_batch(64, 224) == 16 and probe_batch(8, 224) == 8  # never more than the run's batch

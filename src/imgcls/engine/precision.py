@@ -29,7 +29,7 @@ MIN_TIMED_STEP_S = 0.005  # a step shorter than this is timer noise (a linear he
 _TIMED_STEPS = 3  # timed steps at least (after a warm-up step)...
 _TIMING_BUDGET_S = 0.6  # ...and more while they take less than this
 _MAX_TIMED_STEPS = 30
-_LONG_STEP_S = 4.0  # one timed step this long is enough: random slow-downs average out within it
+_LONG_STEPS_S = 3.0  # fewer than _TIMED_STEPS steps once they add up to this: slow-downs average out in long steps
 
 
 def cpu_supports_bf16() -> bool:
@@ -128,23 +128,24 @@ def write_timings(cache_file: Path | None, timings: dict) -> None:
         pass
 
 
-PROBE_PIXELS = 256 * 28 * 28  # auto times batches of up to this many pixels (at least 32 images, at most the batch)
+PROBE_PIXELS = 256 * 28 * 28  # auto times batches of up to this many pixels (at least 16 images, at most the batch)
 
 
 def probe_batch(batch_size: int, img_size: int) -> int:
     """The batch auto times: the run's own where small (bf16's gain grows with the batch: 1.1-1.3x for the
-    Fashion-MNIST recipe's net at 32 images, 1.5x at its 256), else 32 images or PROBE_PIXELS, the larger."""
-    return min(batch_size, max(32, PROBE_PIXELS // (img_size * img_size)))
+    Fashion-MNIST recipe's net at 32 images, 1.5x at its 256), else 16 images or PROBE_PIXELS, the larger (16
+    images of 224 px are 4x PROBE_PIXELS already; 32 doubled the timing of a 224-px run for nothing)."""
+    return min(batch_size, max(16, PROBE_PIXELS // (img_size * img_size)))
 
 
 def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
     """Seconds of one forward+backward step of a copy of `model` (its weights and statistics stay untouched).
 
-    The fastest of at least _TIMED_STEPS steps (one, if it takes _LONG_STEP_S: ViT-B/16's 32-image step took
-    143 s to time four times in fp32 and bf16; one step of 1.9 s was too few for EfficientNet-Lite0 at 224 px, which
-    it once timed at 0.99x where bf16 trains 1.2x faster), more while they add up to under _TIMING_BUDGET_S: a shared
-    2-core machine slows single steps at random, and a mean of two 15 ms steps once made auto pick fp32 for
-    the Fashion-MNIST recipe (1.09x) where bf16 is 1.5x faster.
+    The fastest of at least _TIMED_STEPS steps, or of as many as add up to _LONG_STEPS_S (ViT-B/16's 32-image
+    step took 143 s to time four times in fp32 and bf16; one step of 1.9 s was too few for EfficientNet-Lite0 at
+    224 px, which it once timed at 0.99x where bf16 trains 1.2x faster), more while they add up to under
+    _TIMING_BUDGET_S: a shared 2-core machine slows single steps at random, and a mean of two 15 ms steps once
+    made auto pick fp32 for the Fashion-MNIST recipe (1.09x) where bf16 is 1.5x faster.
     """
     trial = copy.deepcopy(model).train()
     if bf16:
@@ -160,7 +161,7 @@ def step_seconds(model, input_shape, bf16: bool, channels_last: bool) -> float:
 
     step()  # warm-up: oneDNN builds its kernels on the first call
     times: list[float] = []
-    while not times or (len(times) < _TIMED_STEPS and times[0] < _LONG_STEP_S) or \
+    while not times or (len(times) < _TIMED_STEPS and sum(times) < _LONG_STEPS_S) or \
             (sum(times) < _TIMING_BUDGET_S and len(times) < _MAX_TIMED_STEPS):
         started = time.perf_counter()
         step()
