@@ -250,8 +250,8 @@ def _decide_inference(run: RunFolder, config: Config, plan: TrainPlan, bundle: D
     shape = (plan.channels, plan.img_size, plan.img_size)
     timings = cache_dir_of(config.data) / "precision.json"
     measured = config.train.precision == "auto" and auto_precision_override() is None
-    setting = InferenceSetting.of_plan(plan) or fastest_setting(model, shape, config.train.precision, timings,
-                                                                auto_precision_override())
+    extracted = InferenceSetting.of_plan(plan) if plan.linear_probe else None  # else measured on the trained model
+    setting = extracted or fastest_setting(model, shape, config.train.precision, timings, auto_precision_override())
     if measured and setting.precision == "bf16" and not torch.cuda.is_available():
         val = bundle.splits.get("val")
         known = predictions["val"][0].argmax(1) if "val" in predictions and plan.precision == setting.precision \
