@@ -1,8 +1,9 @@
 """How the one inference path runs a model on this machine: its precision, memory layout and batch size.
 
-On a GPU the answer is known (bf16 or fp16 autocast, channels_last for conv nets). On a CPU it is not: bf16 ran a
-pretrained EfficientNet-Lite0's forward 3.3x faster than fp32 on one AMD EPYC (channels_last, batch 32) and
-slower on a Xeon without native bf16, and channels_last doubled it again. So `auto` times the model's forward
+On a GPU the answer is known (bf16 or fp16 autocast, channels_last for conv nets). On a CPU it is not: on one AMD
+EPYC with native bf16, EfficientNet-Lite0's forward at 224 px ran 2.8x faster in bf16 than in fp32 (NCHW, batch 32)
+and channels_last doubled that again, while CPUs without fast bf16 run it slower (as measured for training steps,
+docs/benchmarks.md). So `auto` times the model's forward
 pass in each candidate and keeps the fastest, remembered per CPU, torch version, model and input shape like the
 training precision (engine/precision.py). bf16 must also answer as fp32 does: `precision_agreement` checks a
 run's validation split once at the end of training (workflows/train_steps).
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
