@@ -88,8 +88,7 @@ def predict_probabilities(model: nn.Module, batches: Iterable[torch.Tensor], tta
     device = next(model.parameters()).device
     model.eval()
     out = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16"
-                                                else torch.float16, enabled=precision != "fp32"):
+    with torch.inference_mode(), InferenceSetting(precision).autocast(device.type):
         for images in batches:
             out.append(batch_logits(model, images.to(device), tta, temperature).softmax(dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0)
