@@ -39,6 +39,40 @@ def make_class_folders(root: Path, per_class: int = 24, size: int = 48, seed: in
     return root
 
 
+def cue_image(rng: np.random.Generator, marked: bool, side: int = 64, square: int = 12
+              ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """An RGB image whose only class cue is a bright `square`-px square at a random place (marked images), on a
+    background of random colour blocks with noise; returns it and the square's (top, left), None when plain."""
+    blocks = rng.uniform(50, 180, size=(8, 8, 3))
+    image = np.kron(blocks, np.ones((side // 8, side // 8, 1))) + rng.normal(0, 12, size=(side, side, 3))
+    corner = None
+    if marked:
+        top, left = (int(value) for value in rng.integers(0, side - square + 1, size=2))
+        image[top:top + square, left:left + square] = 245
+        corner = (top, left)
+    return np.clip(image, 0, 255).astype(np.uint8), corner
+
+
+def make_cue_folder(root: Path, counts: dict[str, int], seed: int, side: int = 64, square: int = 12
+                    ) -> dict[str, tuple[int, int]]:
+    """root/<split>/{marked,plain}/<i>.png with `counts[split]` images per class (cue_image); returns each marked
+    file's square (top, left), keyed by its path."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    corners = {}
+    for split, count in counts.items():
+        for name in ("marked", "plain"):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                image, corner = cue_image(rng, name == "marked", side, square)
+                path = root / split / name / f"{index}.png"
+                Image.fromarray(image).save(path)
+                if corner is not None:
+                    corners[str(path)] = corner
+    return corners
+
+
 def fashion_mnist_arrays(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Real Fashion-MNIST images (N, 28, 28) uint8 and labels from the Debian package's files."""
     import gzip

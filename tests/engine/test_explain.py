@@ -84,7 +84,7 @@ def vit(cue_data, tmp_path_factory):
 @pytest.mark.parametrize("method", ["auto", "gradcam", "gradcam++", "eigencam"])
 def test_class_activation_maps_of_a_cnn_peak_on_the_cue(cnn, cue_data, method):
     batch = _marked_test_batch(cue_data, cnn)
-    maps = explain_images(cnn.model, batch, [cnn.class_names.index("marked")] * len(batch), method)
+    maps = explain_images(cnn.model, batch, [cnn.class_names.index("marked")] * len(batch), method).maps
     assert maps.shape == (30, SIDE, SIDE) and 0 <= maps.min() and maps.max() <= 1
     assert _peak_in_patch(maps) >= 0.8
 
@@ -97,16 +97,16 @@ def test_a_flattening_cnn_gets_hirescam_whose_maps_peak_on_the_cue(cue_data, tmp
     flat = _train(cue_data, tmp_path_factory, "multilayer_cnn", epochs=3, lr=3e-3)
     assert resolve_method(flat.model, "auto") == "hirescam"
     batch = _marked_test_batch(cue_data, flat)
-    maps = explain_images(flat.model, batch, [flat.class_names.index("marked")] * len(batch), "auto")
+    maps = explain_images(flat.model, batch, [flat.class_names.index("marked")] * len(batch), "auto").maps
     assert _peak_in_patch(maps) >= 0.8
 
 
 def test_attention_rollout_of_a_vit_peaks_on_the_cue(vit, cue_data):
     batch = _marked_test_batch(cue_data, vit)
     marked = vit.class_names.index("marked")
-    maps = explain_images(vit.model, batch, [marked] * len(batch), "auto")  # rollout, for a ViT
+    maps = explain_images(vit.model, batch, [marked] * len(batch), "auto").maps  # rollout, for a ViT
     assert _peak_in_patch(maps, margin=4) >= 0.8  # a 64 px ViT with 8 px patches: maps are 8x8 upsampled
-    tokens = explain_images(vit.model, batch, [marked] * len(batch), "gradcam")  # over the patch tokens
+    tokens = explain_images(vit.model, batch, [marked] * len(batch), "gradcam").maps  # over the patch tokens
     assert tokens.shape == maps.shape and 0 <= tokens.min() and tokens.max() <= 1
 
 
@@ -114,11 +114,11 @@ def test_a_randomly_initialised_model_gives_other_maps(cnn, cue_data):
     """Adebayo et al.'s model-randomisation check: maps that survive random weights explain nothing."""
     batch = _marked_test_batch(cue_data, cnn)
     marked = cnn.class_names.index("marked")
-    trained = explain_images(cnn.model, batch, [marked] * len(batch), "gradcam")
+    trained = explain_images(cnn.model, batch, [marked] * len(batch), "gradcam").maps
     torch.manual_seed(1)
     random_model = imgcls.create_model("fastcnn", num_classes=2, in_chans=1, img_size=SIDE, widths=[16, 32, 64],
                                        depth=1, stem=8).eval()
-    randomised = explain_images(random_model, batch, [marked] * len(batch), "gradcam")
+    randomised = explain_images(random_model, batch, [marked] * len(batch), "gradcam").maps
     correlations = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(trained, randomised)
                     if a.std() > 0 and b.std() > 0]
     assert np.mean(correlations) < 0.5
@@ -148,3 +148,60 @@ def test_explain_mistakes_are_one_line(cnn, cue_data, tmp_path, fmnist_root):
 
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "black.png")
     assert "no spatial feature map" in user_error(cli("explain", str(mlp.run_dir), str(tmp_path / "black.png")))
+
+
+@pytest.mark.parametrize("name, size, layer, grid", [
+    ("resnet18", 64, "layer2", (8, 8)),  # its last map, layer4, is 2x2 at 64 px
+    ("resnet18", 224, "layer4", (7, 7)),
+    ("efficientnet_lite0", 128, "blocks.4", (8, 8)),  # a stage, not the first conv of the next block
+    ("convnext_atto", 64, "stages.1", (8, 8)),
+    ("densenet_se", 64, "backbone.features.denseblock2", (8, 8)),
+    ("fastcnn", 28, "features.17", (7, 7)),  # the Fashion-MNIST recipe's net: its last map is 3x3
+])
+def test_the_cam_layer_is_the_deepest_whose_map_is_at_least_7x7(name, size, layer, grid):
+    from imgcls.engine.explain import cam_layer
+
+    channels = 1 if name == "fastcnn" else 3
+    model = imgcls.create_model(name, num_classes=2, in_chans=channels, img_size=size).eval()
+    chosen = cam_layer(model, torch.randn(1, channels, size, size))
+    assert (chosen.name, chosen.grid) == (layer, grid)
+
+
+def test_maps_say_where_they_come_from_and_coarse_grids_are_flagged():
+    """--layer takes any spatial module; a 2x2 map or a 2x2 ViT patch grid gets the warning, with its fix."""
+    images = torch.randn(2, 3, 64, 64)
+    resnet = imgcls.create_model("resnet18", num_classes=2, in_chans=3, img_size=64).eval()
+    default = explain_images(resnet, images, [0, 1])
+    assert default.source == "gradcam at layer2 (8x8)" and default.coarse is None
+    coarse = explain_images(resnet, images, [0, 1], layer="layer4")
+    assert coarse.grid == (2, 2) and "2x2" in coarse.coarse and "--layer" in coarse.coarse
+    vit = imgcls.create_model("vit", num_classes=2, in_chans=3, img_size=64, patch_size=32, width=32, depth=1,
+                              heads=2).eval()
+    rollout = explain_images(vit, images, [0, 1])
+    assert rollout.grid == (2, 2) and "smaller patches" in rollout.coarse and rollout.maps.shape == (2, 64, 64)
+
+
+def test_a_wrong_layer_is_one_line_naming_the_layers_there_are(cnn, cue_data, tmp_path):
+    image = str(cue_data / "test" / "marked" / "0.png")
+    message = user_error(cli("explain", str(cnn.run_dir), image, "--layer", "layer9"))
+    assert "--layer 'layer9' is not a module" in message and "features (8x8)" in message
+    assert "no spatial map" in user_error(cli("explain", str(cnn.run_dir), image, "--layer", "fc"))
+    result = cli("explain", str(cnn.run_dir), image, "--layer", "features.10", "--out", str(tmp_path / "maps"))
+    assert result.returncode == 0, result.stderr
+    assert "at features.10 (16x16)" in result.stdout and "faithfulness" in result.stdout
+
+
+def test_a_model_that_looks_at_the_cue_scores_near_the_cue_itself(cnn, cue_data):
+    """Faithfulness cross-checked on a trained model: its Grad-CAM maps score close to the cue's own mask (the
+    best a map can do), random maps about 0."""
+    from imgcls.engine.faithfulness import deletion_insertion, random_maps
+
+    batch = _marked_test_batch(cue_data, cnn)
+    marked = [cnn.class_names.index("marked")] * len(batch)
+    mask = np.zeros((len(batch), SIDE, SIDE), dtype=np.float32)
+    mask[:, PATCH[0], PATCH[1]] = 1
+    best = deletion_insertion(cnn.model, batch, mask, marked).score
+    found = deletion_insertion(cnn.model, batch, explain_images(cnn.model, batch, marked).maps, marked).score
+    chance = deletion_insertion(cnn.model, batch, random_maps(len(batch), SIDE, SIDE), marked).score
+    assert best > 0.3  # greying out the cue first takes the class away at once (measured: 0.49)
+    assert found > 0.8 * best and abs(chance) < 0.15  # measured: 0.49 and 0.004

@@ -81,6 +81,23 @@ def test_a_run_writes_every_figure_and_a_self_contained_report(two_runs):
     assert "<td>img_size</td><td>32 (asked for)</td>" in text  # the plan, with why each value was chosen
 
 
+def test_the_report_says_where_its_maps_come_from_and_warns_when_they_are_coarse(two_runs, fmnist_root, tmp_path):
+    """The 28-px Fashion-MNIST recipe's maps come from a 7x7 layer (its last map is 3x3); a ViT with 7-px patches
+    at 28 px has a 4x4 grid, and its report says not to read those maps as evidence, and why."""
+    import imgcls
+
+    recipe = imgcls.train("fashion-mnist", recipe="fashion-mnist", data_root=str(fmnist_root), epochs=1,
+                          max_per_class=30, workers=0, runs_dir=str(tmp_path), name="recipe")
+    looked = json.loads((recipe.run_dir / "looked_at.json").read_text())
+    assert looked["source"].endswith("(7x7)") and 1 <= looked["scored_images"] <= 16
+    text = (recipe.run_dir / "report.html").read_text()
+    assert f"Maps: {looked['source']}" in text and f"{looked['faithfulness']:.2f}" in text
+    _, vit = two_runs
+    warning = json.loads((vit / "looked_at.json").read_text())["warning"]
+    assert "the map is 4x4" in warning and "smaller patches" in warning
+    assert "Do not read these maps as evidence: the map is 4x4" in (vit / "report.html").read_text()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium); "
                                              ".ci/run installs it")
 @pytest.mark.slow

@@ -310,8 +310,11 @@ def add_explain(commands) -> None:
                             "for ViTs: one overlay PNG per image and a grid of all of them.")
     p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
     p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
-    p.add_argument("--method", default="auto", help="auto | gradcam | gradcam++ | hirescam | eigencam | rollout "
-                   "(ViTs); auto: rollout for ViTs, Grad-CAM for CNNs with global pooling, HiResCAM for others")
+    p.add_argument("--method", default="auto", help="auto | gradcam | gradcam++ | hirescam | eigencam | layercam | "
+                   "rollout (ViTs); auto: rollout for ViTs, Grad-CAM for CNNs with global pooling, HiResCAM for "
+                   "others")
+    p.add_argument("--layer", metavar="NAME", help="module a CAM is taken at, e.g. layer3 (default: the deepest "
+                   "whose map is at least 7x7; a ViT's last block)")
     p.add_argument("--target", metavar="CLASS", help="class (name or index) to explain (default: the predicted one)")
     p.add_argument("--out", metavar="DIR", help="where to write the figures (default RUN/explain/<method>/)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images explained per pass (default 16)")
@@ -326,17 +329,23 @@ def _run_explain(args) -> int:
     _check_run(args.run)
     from imgcls.workflows.explain import explain
 
-    results = explain(args.run, args.images, args.method, args.target, args.out, args.batch_size)
+    results = explain(args.run, args.images, args.method, args.target, args.out, args.batch_size, args.layer)
     console = get_console()
     for result in results:
         if "error" in result:
             console.print(f"{escape(result['path'])}: [red]unreadable[/red] ({escape(result['error'])})")
         else:
-            console.print(f"{escape(result['path'])}: {escape(result['predicted'])} {result['probability']:.3f} -> "
-                          f"{escape(result['figure'])}")
-    written = [Path(r["figure"]).parent for r in results if "figure" in r]
-    if written:
-        console.print(f"figures and grid.png in {written[0]}")
+            console.print(f"{escape(result['path'])}: {escape(result['predicted'])} {result['probability']:.3f}, "
+                          f"faithfulness {result['faithfulness']:.2f} -> {escape(result['figure'])}")
+    explained = [result for result in results if "figure" in result]
+    if explained:
+        first = explained[0]
+        rows, columns = first["grid"]
+        console.print(f"maps: {first['method']} at {escape(first['layer'])} ({rows}x{columns}); faithfulness is the "
+                      f"deletion/insertion score (about 0 for a random map, near 1 at best); figures and grid.png in "
+                      f"{Path(first['figure']).parent}")
+        if first["warning"]:
+            console.print(f"[yellow]warning:[/yellow] do not read these maps as evidence: {escape(first['warning'])}")
     return 1 if all("error" in result for result in results) else 0
 
 

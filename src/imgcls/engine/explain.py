@@ -3,23 +3,30 @@ own), and attention rollout for ViTs (Abnar & Zuidema, 2020), each as one map pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from imgcls.engine.precision import uses_convolutions
 from imgcls.errors import ImgclsError, first_line
 
-METHODS = ("auto", "gradcam", "gradcam++", "hirescam", "eigencam", "rollout")
+METHODS = ("auto", "gradcam", "gradcam++", "hirescam", "eigencam", "layercam", "rollout")
+CAM_CLASSES = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "eigencam": EigenCAM,
+               "layercam": LayerCAM}
+MIN_GRID = 7  # cells a side a CNN's map needs to point at a region (resnet18's last map at 224 px)
 
 
 def resolve_method(model, method: str, class_specific: bool = False) -> str:
     """`auto`: attention rollout for a ViT (Grad-CAM when a class is asked for: rollout cannot target one);
-    Grad-CAM for a CNN that pools globally before its classifier; HiResCAM for one that flattens its last
-    feature map into a linear layer (LeNet-style), where Grad-CAM's averaged gradients cancel out."""
+    Grad-CAM for a CNN that pools globally before its classifier (of the CAMs measured, the one whose maps
+    never survived random weights: docs/explain.md); HiResCAM for one that flattens its last feature map into a
+    linear layer (LeNet-style), where Grad-CAM's averaged gradients cancel out."""
     if method != "auto":
         return method
 
@@ -53,30 +60,107 @@ def _tokens_to_grid(model):
     return reshape
 
 
-def cam_layer(model, example):
-    """The layer a CAM is taken at, and how to turn its output into a grid: the input of a ViT's last block's
-    attention (its first norm), else the last layer whose output is still a spatial map (at least 2x2)."""
-    if is_vit(model):
-        return model.blocks[-1].norm1, _tokens_to_grid(model)
-    outputs = []
-    hooks = [module.register_forward_hook(lambda module, args, output: outputs.append((module, output)))
-             for module in model.modules() if not isinstance(module, (nn.Identity, nn.Dropout))]
+@dataclass(frozen=True)
+class CamLayer:
+    """Where a map comes from: the module, its name in the model, its map's rows x columns, and how to turn
+    its output into that grid (ViT tokens; None for a CNN's feature map)."""
+    module: nn.Module
+    name: str
+    grid: tuple[int, int]
+    reshape: Callable | None = None
+
+
+@dataclass
+class Maps:
+    """One map per image ((N, H, W) float32 in [0, 1], at the input size), the method that drew them, the layer
+    and grid they come from, and whether that grid is a ViT's patch grid."""
+    maps: np.ndarray
+    method: str
+    layer: str
+    grid: tuple[int, int]
+    patches: bool = False
+
+    @property
+    def source(self) -> str:
+        """"gradcam at layer2 (8x8)": what a reader of the figure needs to know."""
+        return f"{self.method} at {self.layer} ({self.grid[0]}x{self.grid[1]})"
+
+    @property
+    def coarse(self) -> str | None:
+        """Why these maps cannot point at a small region and what gives finer ones (a grid under MIN_GRID cells
+        a side), else None."""
+        if min(self.grid) >= MIN_GRID:
+            return None
+        finer = "a larger input or smaller patches give a finer grid" if self.patches else \
+            "--layer NAME takes the map of an earlier, finer layer"
+        return (f"the map is {self.grid[0]}x{self.grid[1]}, each cell 1/{min(self.grid)} of the image side, too "
+                f"coarse to point at a small region ({finer})")
+
+
+def spatial_layers(model, example) -> list[tuple[str, nn.Module, tuple[int, int]]]:
+    """Every module whose output is a spatial map (N, C, H, W) of at least 2x2, as (name, module, (H, W)), in
+    the order they finish: a stage comes after its blocks, so of equal maps the later is the outer module."""
+    names = {module: name for name, module in model.named_modules()}
+    outputs: list[tuple[nn.Module, tuple[int, int]]] = []
+
+    def keep(module, args, output):
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) >= 2:
+            outputs.append((module, tuple(output.shape[-2:])))
+
+    hooks = [module.register_forward_hook(keep) for module in model.modules()
+             if module is not model and not isinstance(module, (nn.Identity, nn.Dropout))]
     try:
         with torch.no_grad():
             model(example[:1])
     finally:
         for hook in hooks:
             hook.remove()
-    spatial = [module for module, output in outputs
-               if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) >= 2]
+    return [(names[module], module, grid) for module, grid in outputs]
+
+
+def cam_layer(model, example, name: str | None = None) -> CamLayer:
+    """The layer a CAM is taken at: `name` if given; for a ViT the input of its last block's attention (its
+    first norm) over the patch grid; for a CNN the deepest map of at least MIN_GRID x MIN_GRID cells (the
+    finest one where none is), because a deeper, coarser map cannot point at anything smaller than its cells
+    (resnet18's last map is 2x2 at 64 px, so its maps come from layer2, 8x8)."""
+    if is_vit(model) and name is None:
+        grid = _prefix_and_grid(model)[1]
+        return CamLayer(model.blocks[-1].norm1, f"blocks.{len(model.blocks) - 1}.norm1", grid, _tokens_to_grid(model))
+    if name is not None:
+        return _named_layer(model, example, name)
+    spatial = spatial_layers(model, example)
     if not spatial:
         raise ImgclsError(f"{getattr(model, 'imgcls_name', type(model).__name__)} has no spatial feature map to "
                           f"explain (no convolution or patch tokens); explain works on CNNs and ViTs")
-    return spatial[-1], None  # forward hooks fire as modules finish: the last is the deepest map (a stage, not a part)
+    fine = [layer for layer in spatial if min(layer[2]) >= MIN_GRID]
+    grid = fine[-1][2] if fine else max((layer[2] for layer in spatial), key=min)
+    # of the modules giving that map, the outermost (a stage, not the first conv of the next block); the last
+    # of those to finish is the deepest
+    same = [layer for layer in spatial if layer[2] == grid]
+    outermost = min(name.count(".") for name, _, _ in same)
+    name, module, _ = [layer for layer in same if layer[0].count(".") == outermost][-1]
+    return CamLayer(module, name, grid)
 
 
-def explain_images(model, images, targets: list[int], method: str = "auto"):
-    """(N, H, W) float32 maps in [0, 1] of `images` (normalized (N, C, H, W)) for the `targets` classes."""
+def _named_layer(model, example, name: str) -> CamLayer:
+    """--layer NAME: a module of the model whose output is a spatial map (or a ViT block's tokens)."""
+    modules = dict(model.named_modules())
+    if is_vit(model) and name.startswith("blocks.") and name in modules:
+        return CamLayer(modules[name], name, _prefix_and_grid(model)[1], _tokens_to_grid(model))
+    spatial = spatial_layers(model, example)
+    grids = {layer: grid for layer, _, grid in spatial}
+    if name not in grids:
+        problem = "is not a module of this model" if name not in modules else \
+            "gives no spatial map (N, C, H, W) of at least 2x2"
+        stages = {grid: layer for layer, _, grid in spatial}  # the outermost module of each resolution
+        choices = ", ".join(f"{layer} ({grid[0]}x{grid[1]})" for grid, layer in stages.items())
+        raise ImgclsError(f"--layer '{name}' {problem}; choose a layer with a spatial map, e.g. {choices}")
+    return CamLayer(modules[name], name, grids[name])
+
+
+def explain_images(model, images, targets: list[int], method: str = "auto", layer: str | None = None) -> Maps:
+    """Maps of `images` (normalized (N, C, H, W)) for the `targets` classes, at `layer` (a module name; default:
+    chosen by cam_layer)."""
     if method not in METHODS:
         raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     method = resolve_method(model, method)
@@ -84,23 +168,28 @@ def explain_images(model, images, targets: list[int], method: str = "auto"):
     if method == "rollout":
         if not is_vit(model):
             raise ImgclsError("attention rollout needs a ViT (its attention maps); use --method gradcam for CNNs")
-        return attention_rollout(model, images)
+        if layer is not None:
+            raise ImgclsError("attention rollout uses every block, not one --layer; drop --layer or use "
+                              "--method gradcam")
+        return Maps(attention_rollout(model, images), method, f"rollout over {len(model.blocks)} blocks",
+                    _prefix_and_grid(model)[1], patches=True)
 
-    layer, reshape = cam_layer(model, images)
-    cam_class = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "eigencam": EigenCAM}[method]
+    chosen = cam_layer(model, images, layer)
+    cam_class = CAM_CLASSES[method]
     # channels_last: oneDNN's convolutions, backward included, run about 2x faster on a CPU (EfficientNet-Lite0,
     # 28 images at 224 px: 3.8 s NCHW, 1.7 s NHWC); the maps are the same to 1e-6
     layout = torch.channels_last if uses_convolutions(model) else torch.contiguous_format
     model.to(memory_format=layout)
     try:
-        with cam_class(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        with cam_class(model=model, target_layers=[chosen.module], reshape_transform=chosen.reshape) as cam:
             maps = cam(input_tensor=images.contiguous(memory_format=layout),
                        targets=[ClassifierOutputTarget(int(t)) for t in targets])
     except RuntimeError as error:
         raise ImgclsError(f"{method} failed on this model ({first_line(error)}); try another --method") from None
     finally:
         model.to(memory_format=torch.contiguous_format)
-    return np.nan_to_num(np.asarray(maps, dtype=np.float32))
+    return Maps(np.nan_to_num(np.asarray(maps, dtype=np.float32)), method, chosen.name, chosen.grid,
+                patches=chosen.reshape is not None)
 
 
 def attention_rollout(model, images):

@@ -51,6 +51,8 @@ def explained(index: int, image_name: str) -> str:
     return f"{index:03d}-{Path(image_name).stem}.png"
 
 
+LOOKED_AT_SECTION = "What the model looked at"
+
 # (section title, [(file name, or a function of the split, caption)]); "{split}" in a caption is the split
 SECTIONS: list[tuple[str, list[tuple[str | Callable[[str], str], str]]]] = [
     ("Training curves", [(LOSS, "Loss per epoch, train vs val"), (ACCURACY, "Accuracy per epoch, train vs val")]),
@@ -60,7 +62,7 @@ SECTIONS: list[tuple[str, list[tuple[str | Callable[[str], str], str]]]] = [
     ("Calibration and selective prediction", [(reliability, "Reliability diagram, {split}"),
                                               (risk_coverage, "Risk-coverage curve, {split}")]),
     ("Most confident mistakes", [(mistakes, "Most confident mistakes, {split}")]),
-    ("What the model looked at", [(lambda split: looked_at(split, False),
+    (LOOKED_AT_SECTION, [(lambda split: looked_at(split, False),
                                    "Class-activation maps of the most confident mistakes, {split}"),
                                   (lambda split: looked_at(split, True), "Class-activation maps of correct images per class, {split}")]),
     ("Data", [(SAMPLES, "Random samples of each class")]),

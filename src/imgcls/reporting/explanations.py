@@ -20,6 +20,23 @@ class Explained:
     method: str = "gradcam"  # which map it is
 
 
+@dataclass
+class LookedAt:
+    """The report's maps of one split: {correct: [Explained]}, where they come from ("gradcam at layer2 (8x8)"),
+    their mean deletion/insertion score over `scored` images, and why not to trust them (None: no reason)."""
+    split: str
+    groups: dict[bool, list[Explained]]
+    source: str
+    faithfulness: float
+    scored: int
+    warning: str | None
+
+    def summary(self) -> dict:
+        """What the report states about the maps (the run folder's looked_at.json)."""
+        return {"split": self.split, "source": self.source, "faithfulness": round(self.faithfulness, 4),
+                "scored_images": self.scored, "warning": self.warning}
+
+
 def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The heat map laid over the image (grad-cam's show_cam_on_image, jet colour map), (H, W, 3) uint8."""
     rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image

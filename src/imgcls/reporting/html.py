@@ -37,6 +37,7 @@ def image_data_uri(path: Path) -> str:
 
 
 def _figures(folder: RunFolder, splits: list[str], num_classes: int) -> list[dict]:
+    notes = {catalog.LOOKED_AT_SECTION: _looked_at_notes(folder.read_looked_at())}
     sections, used = [], set()
     for title, entries in catalog.SECTIONS:
         figures = []
@@ -49,12 +50,25 @@ def _figures(folder: RunFolder, splits: list[str], num_classes: int) -> list[dic
                                     "src": image_data_uri(folder.plot(name)),
                                     "wide": catalog.is_wide(name, num_classes)})
         if figures:
-            sections.append({"title": title, "figures": figures})
+            sections.append({"title": title, "figures": figures, **notes.get(title, {})})
     others = [{"caption": path.stem.replace("_", " "), "name": path.name, "src": image_data_uri(path), "wide": False}
               for path in sorted(folder.plots_dir.glob("*.png")) if path.name not in used]
     if others:
         sections.append({"title": "Other figures", "figures": others})
     return sections
+
+
+def _looked_at_notes(summary: dict | None) -> dict:
+    """What the report says beside the maps: where they come from, their faithfulness and, when they should not
+    be read as evidence, a warning saying why."""
+    if not summary:
+        return {}
+    note = (f"Maps: {summary['source']}. Faithfulness (deletion/insertion over {summary['scored_images']} of "
+            f"these images): {summary['faithfulness']:.2f}. Greying out the most highlighted pixels first should "
+            f"make the predicted class's probability fall at once, and revealing them first should make it rise: "
+            f"the score is the area under the second curve minus the area under the first, about 0 for random "
+            f"maps and near 1 for maps that point exactly at the evidence.")
+    return {"note": note, "warning": summary.get("warning")}
 
 
 def metric_rows(metrics: dict, splits: list[str]) -> list[dict]:

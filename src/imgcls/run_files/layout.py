@@ -2,7 +2,7 @@
 
 ```
 RUN/  config.yaml plan.json classes.json history.csv metrics.json run.json best.safetensors head.safetensors
-      decisions.json
+      decisions.json looked_at.json
       cross-validation: config.yaml folds.json out_of_fold.csv cross_validation.json metrics.json run.json
       predictions/out_of_fold.npz plots/ report.html fold-K/ (or repeat-R-fold-K/, each a run) final/ (a run)
       last/ (trainer_state.json + Accelerate's files)  predictions/<split>.npz, <split>_mistakes.csv
@@ -43,6 +43,7 @@ OUT_OF_FOLD = "out_of_fold.csv"  # cross-validation: every image's held-out pred
 CROSS_VALIDATION = "cross_validation.json"  # cross-validation: the per-fold table, mean and sd
 FINAL = "final"  # cross-validation: the model trained on all the data (--final)
 DECISIONS = "decisions.json"  # the fitted temperature and the chosen threshold, with what they were fitted on
+LOOKED_AT = "looked_at.json"  # the report's maps: their layer and grid, faithfulness score and warning
 PLOTS = "plots"
 PREDICTIONS = "predictions"
 EVALUATIONS = "eval"
@@ -239,6 +240,12 @@ class RunFolder:
     def read_decisions(self) -> dict:
         """decisions.json ({} for runs without calibration or a threshold, and for older runs)."""
         return _read_json(self.path / DECISIONS) or {}
+
+    def write_looked_at(self, values: dict) -> None:
+        write_json_atomic(self.path / LOOKED_AT, values)
+
+    def read_looked_at(self) -> dict | None:
+        return _read_json(self.path / LOOKED_AT)
 
     def write_deduped(self, dropped: list[tuple[str, str]]) -> None:
         """The val/test files --dedupe left out, each with the file of an earlier split it copies."""

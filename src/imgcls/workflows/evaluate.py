@@ -23,7 +23,7 @@ from imgcls.engine.decisions import Decisions, calibrated, split_metrics
 from imgcls.reporting.run_report import write_figures_and_report
 from imgcls.run_files import RunFolder, default_run_name
 from imgcls.run_files.summary import evaluation_summary
-from imgcls.workflows.looked_at import explain_held_out
+from imgcls.workflows.looked_at import explain_held_out, say_if_untrusted
 from imgcls.workflows.predict import LoadedModel, load
 
 
@@ -146,6 +146,7 @@ def _write_evaluation(folder: RunFolder, loaded: LoadedModel, bundle: DataBundle
     looked = explain_held_out(loaded, bundle, predictions)
     write_figures_and_report(folder, bundle, predictions, loaded.class_names, seed=seed, title=title,
                              looked_at=looked)
+    say_if_untrusted(looked)
 
 
 def _same_source(a: str, b: str) -> bool:

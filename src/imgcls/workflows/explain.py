@@ -11,6 +11,7 @@ from imgcls.data.folders import image_files
 from imgcls.data.images import decode_files
 from imgcls.data.transforms import normalize_batch
 from imgcls.engine.explain import METHODS, explain_images, resolve_method
+from imgcls.engine.faithfulness import deletion_insertion
 from imgcls.engine.inference import predict_probabilities
 from imgcls.errors import ImgclsError
 from imgcls.reporting import catalog
@@ -19,14 +20,17 @@ from imgcls.workflows.predict import LoadedModel, load
 
 
 def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", target: str | None = None,
-            out: str | Path | None = None, batch_size: int = 16) -> list[dict]:
+            out: str | Path | None = None, batch_size: int = 16, layer: str | None = None) -> list[dict]:
     """Maps of what the model looked at in every image file (folders searched recursively).
 
     `target` is a class name or index to explain (default: each image's predicted class). Writes one overlay
     PNG per image and a grid of all into `out` (default RUN/explain/<method>/). Returns one dict per image:
     path, map ((H, W) float32 in [0, 1] at the model's input size), predicted and probability, target and
-    target_probability, figure, method; or path and error for an unreadable file. `method` auto picks
-    rollout for ViTs (Grad-CAM with a --target), Grad-CAM for CNNs with global pooling, HiResCAM for others.
+    target_probability, figure, method, layer and grid (where the map comes from), faithfulness (the map's
+    deletion/insertion score: about 0 for a random map, near 1 at best) and warning (why not to read the map as
+    evidence, or None); or path and error for an unreadable file. `method` auto picks rollout for ViTs
+    (Grad-CAM with a --target), Grad-CAM for CNNs with global pooling, HiResCAM for others; `layer` names the
+    module a CAM is taken at (default: the deepest with a map of at least 7x7).
     """
     if method not in METHODS:
         raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
@@ -35,7 +39,8 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
     method = resolve_method(loaded.model, method, class_specific=chosen is not None)
     files = image_files(inputs)
     folder = _output_folder(loaded, method, out)
-    results, explained = [], []
+    results: list[dict] = []
+    explained: list = []
     for start in range(0, len(files), batch_size):
         images, positions, errors = decode_files(files[start:start + batch_size], loaded.img_size, loaded.in_chans,
                                                  loaded.interpolation)
@@ -45,10 +50,13 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
         batch = normalize_batch(torch.from_numpy(images), loaded.mean, loaded.std)
         probs = predict_probabilities(loaded.model, [batch], loaded.tta, temperature=loaded.temperature).numpy()
         targets = [chosen if chosen is not None else int(row.argmax()) for row in probs]
-        maps = explain_images(loaded.model, batch, targets, method)
+        maps = explain_images(loaded.model, batch, targets, method, layer)
+        scores = deletion_insertion(loaded.model, batch, maps.maps, targets).scores
         for row, position in enumerate(positions):
-            results.append({**_result(files[start + position], probs[row], targets[row], maps[row],
-                                      loaded.class_names), "method": method})
+            results.append({**_result(files[start + position], probs[row], targets[row], maps.maps[row],
+                                      loaded.class_names),
+                            "method": method, "layer": maps.layer, "grid": list(maps.grid),
+                            "faithfulness": float(scores[row]), "warning": maps.coarse})
             explained.append(images[row])
     _write_figures(folder, [r for r in results if "map" in r], explained, method)
     return sorted(results, key=lambda result: files.index(Path(result["path"])))
@@ -86,7 +94,7 @@ def _write_figures(folder: Path, results: list[dict], images: list, method: str)
     items = []
     for index, (result, image) in enumerate(zip(results, images)):
         title = (f"{Path(result['path']).name}: predicted {result['predicted']} ({result['probability']:.2f}); "
-                 f"map of {result['target']} ({result['target_probability']:.2f})")
+                 f"map of {result['target']} ({result['target_probability']:.2f})\n{_source(result)}")
         items.append(Explained(image, result["map"], title))
         path = folder / catalog.explained(index, result["path"])
         check_replaceable(path, "--out")
@@ -95,4 +103,15 @@ def _write_figures(folder: Path, results: list[dict], images: list, method: str)
     check_replaceable(grid, "--out")
     short = [Explained(item.image, item.heatmap, f"{Path(r['path']).name[:22]}\n{r['predicted']} "
                        f"({r['probability']:.2f})") for item, r in zip(items, results)]
-    explanation_grid(short, grid, f"what the model looked at ({method})")
+    mean = sum(result["faithfulness"] for result in results) / len(results)
+    explanation_grid(short, grid, f"what the model looked at ({_layer(results[0])}; mean faithfulness {mean:.2f})")
+
+
+def _layer(result: dict) -> str:
+    rows, columns = result["grid"]
+    return f"{result['method']} at {result['layer']} ({rows}x{columns})"
+
+
+def _source(result: dict) -> str:
+    """Where a map comes from and how far it can be trusted, for a figure's title."""
+    return f"{_layer(result)}, faithfulness {result['faithfulness']:.2f}" + (" (coarse map)" if result["warning"] else "")

@@ -46,7 +46,7 @@ from imgcls.reporting.tables import print_metrics
 from imgcls.run_files import RunFolder
 from imgcls.run_files.summary import training_summary
 from imgcls.workflows.export import end_export_for_predict, start_export_for_predict, stop_export_for_predict
-from imgcls.workflows.looked_at import explain_held_out
+from imgcls.workflows.looked_at import explain_held_out, say_if_untrusted
 from imgcls.workflows.predict import load
 
 
@@ -233,6 +233,7 @@ def _finish(run: RunFolder, config: Config, bundle: DataBundle, model: nn.Module
         looked = explain_held_out(loaded, measured, result.predictions)
         write_figures_and_report(run, measured, result.predictions, list(plan.class_names), loaded, plan.seed,
                                  looked_at=looked)
+        say_if_untrusted(looked)
         get_console().print(f"run folder: [bold]{run.path}[/bold]   report: {run.report_file}")
         _decide_inference(run, config, plan, bundle, loaded.model, result.predictions)
     except BaseException:  # failed or interrupted: stop the export too
