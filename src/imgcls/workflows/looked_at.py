@@ -41,7 +41,7 @@ def say_if_untrusted(looked: LookedAt | None) -> None:
 
 
 def looked_at(model, images, probs: np.ndarray, labels: np.ndarray, class_names: list[str], mean, std,
-              split: str, method: str = "auto") -> LookedAt | None:
+              split: str) -> LookedAt | None:
     """The maps of one split's most confident mistakes and correct images, with where they come from and their
     faithfulness; None when the model has nothing to explain (an MLP) or the split has no images."""
     chosen = _chosen(probs, labels, len(class_names))
@@ -53,7 +53,7 @@ def looked_at(model, images, probs: np.ndarray, labels: np.ndarray, class_names:
     predicted = probs[picked].argmax(1)
     normalized = normalize_batch(batch, mean, std)
     try:  # CAMs of the class it predicted; a ViT's attention rollout (measured far closer to the evidence)
-        maps = explain_images(model, normalized, predicted.tolist(), method)
+        maps = explain_images(model, normalized, predicted.tolist())
     except ImgclsError:
         return None
     scored = np.linspace(0, len(picked) - 1, min(SCORED, len(picked))).round().astype(int)  # mistakes and correct
