@@ -340,8 +340,7 @@ def _run_explain(args) -> int:
     explained = [result for result in results if "figure" in result]
     if explained:
         first = explained[0]
-        rows, columns = first["grid"]
-        console.print(f"maps: {first['method']} at {escape(first['layer'])} ({rows}x{columns}); faithfulness is the "
+        console.print(f"maps: {escape(first['source'])}; faithfulness is the "
                       f"deletion/insertion score (about 0 for a random map, near 1 at best); figures and grid.png in "
                       f"{Path(first['figure']).parent}")
         if first["warning"]:

@@ -82,8 +82,8 @@ class Maps:
 
     @property
     def source(self) -> str:
-        """"gradcam at layer2 (8x8)": what a reader of the figure needs to know."""
-        return f"{self.method} at {self.layer} ({self.grid[0]}x{self.grid[1]})"
+        """"gradcam at layer2 (8x8)", "rollout over all 12 blocks (14x14)": what a reader of the figure needs."""
+        return f"{self.method} {'over' if self.method == 'rollout' else 'at'} {self.layer} ({self.grid[0]}x{self.grid[1]})"
 
     @property
     def coarse(self) -> str | None:
@@ -171,7 +171,7 @@ def explain_images(model, images, targets: list[int], method: str = "auto", laye
         if layer is not None:
             raise ImgclsError("attention rollout uses every block, not one --layer; drop --layer or use "
                               "--method gradcam")
-        return Maps(attention_rollout(model, images), method, f"rollout over {len(model.blocks)} blocks",
+        return Maps(attention_rollout(model, images), method, f"all {len(model.blocks)} blocks",
                     _prefix_and_grid(model)[1], patches=True)
 
     chosen = cam_layer(model, images, layer)

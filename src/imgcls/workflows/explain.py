@@ -26,11 +26,11 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
     `target` is a class name or index to explain (default: each image's predicted class). Writes one overlay
     PNG per image and a grid of all into `out` (default RUN/explain/<method>/). Returns one dict per image:
     path, map ((H, W) float32 in [0, 1] at the model's input size), predicted and probability, target and
-    target_probability, figure, method, layer and grid (where the map comes from), faithfulness (the map's
-    deletion/insertion score: about 0 for a random map, near 1 at best) and warning (why not to read the map as
-    evidence, or None); or path and error for an unreadable file. `method` auto picks rollout for ViTs
-    (Grad-CAM with a --target), Grad-CAM for CNNs with global pooling, HiResCAM for others; `layer` names the
-    module a CAM is taken at (default: the deepest with a map of at least 7x7).
+    target_probability, figure, method, layer, grid and source (where the map comes from, in words),
+    faithfulness (the map's deletion/insertion score: about 0 for a random map, near 1 at best) and warning (why
+    not to read the map as evidence, or None); or path and error for an unreadable file. `method` auto picks
+    rollout for ViTs (Grad-CAM with a --target), Grad-CAM for CNNs with global pooling, HiResCAM for others;
+    `layer` names the module a CAM is taken at (default: the deepest with a map of at least 7x7).
     """
     if method not in METHODS:
         raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
@@ -55,7 +55,7 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
         for row, position in enumerate(positions):
             results.append({**_result(files[start + position], probs[row], targets[row], maps.maps[row],
                                       loaded.class_names),
-                            "method": method, "layer": maps.layer, "grid": list(maps.grid),
+                            "method": method, "layer": maps.layer, "grid": list(maps.grid), "source": maps.source,
                             "faithfulness": float(scores[row]), "warning": maps.coarse})
             explained.append(images[row])
     _write_figures(folder, [r for r in results if "map" in r], explained, method)
@@ -104,14 +104,10 @@ def _write_figures(folder: Path, results: list[dict], images: list, method: str)
     short = [Explained(item.image, item.heatmap, f"{Path(r['path']).name[:22]}\n{r['predicted']} "
                        f"({r['probability']:.2f})") for item, r in zip(items, results)]
     mean = sum(result["faithfulness"] for result in results) / len(results)
-    explanation_grid(short, grid, f"what the model looked at ({_layer(results[0])}; mean faithfulness {mean:.2f})")
-
-
-def _layer(result: dict) -> str:
-    rows, columns = result["grid"]
-    return f"{result['method']} at {result['layer']} ({rows}x{columns})"
+    explanation_grid(short, grid, f"what the model looked at ({results[0]['source']}; mean faithfulness {mean:.2f})")
 
 
 def _source(result: dict) -> str:
     """Where a map comes from and how far it can be trusted, for a figure's title."""
-    return f"{_layer(result)}, faithfulness {result['faithfulness']:.2f}" + (" (coarse map)" if result["warning"] else "")
+    coarse = " (coarse map)" if result["warning"] else ""
+    return f"{result['source']}, faithfulness {result['faithfulness']:.2f}{coarse}"
