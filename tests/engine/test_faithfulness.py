@@ -74,3 +74,8 @@ def test_curves_are_the_explained_class_probabilities_at_each_fraction():
     np.testing.assert_allclose(result.insertion_curves[:, -1], full[np.arange(4), [0, 1, 0, 1]], rtol=1e-5)
     np.testing.assert_allclose(result.deletion_curves[:, -1], result.insertion_curves[:, 0], rtol=1e-5)
     assert result.deletion_curves.shape == (4, STEPS + 1)
+    black = torch.zeros(3)  # removed pixels take this colour instead of each image's mean
+    darkened = deletion_insertion(model, images, random_maps(4, SIDE, SIDE), [0, 1, 0, 1], blank=black)
+    with torch.no_grad():
+        blank = model(torch.zeros_like(images)).softmax(1).numpy()
+    np.testing.assert_allclose(darkened.deletion_curves[:, -1], blank[np.arange(4), [0, 1, 0, 1]], rtol=1e-5)

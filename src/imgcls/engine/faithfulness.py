@@ -51,9 +51,10 @@ def _area(curves: np.ndarray) -> np.ndarray:
 
 
 def deletion_insertion(model, images: torch.Tensor, maps: np.ndarray, targets: list[int], steps: int = STEPS,
-                       batch_size: int = 64, seed: int = 0) -> Faithfulness:
+                       batch_size: int = 64, seed: int = 0, blank: torch.Tensor | None = None) -> Faithfulness:
     """The deletion and insertion curves of `maps` ((N, H, W), at the size of `images`, normalized (N, C, H, W))
-    for the `targets` classes. Ties in a map (flat regions) are broken at random, not in raster order."""
+    for the `targets` classes. A removed pixel takes each image's mean colour, or `blank` ((C,), normalized).
+    Ties in a map (flat regions) are broken at random, not in raster order."""
     count, _, height, width = images.shape
     tie_break = np.random.default_rng(seed).random(maps.shape, dtype=np.float32) * 1e-6
     order = np.argsort(-(maps.reshape(count, -1) + tie_break.reshape(count, -1)), axis=1, kind="stable")
@@ -66,7 +67,7 @@ def deletion_insertion(model, images: torch.Tensor, maps: np.ndarray, targets: l
     try:
         for start in range(0, count, per_pass):
             image, rank = images[start:start + per_pass], ranks[start:start + per_pass]
-            grey = image.mean(dim=(2, 3), keepdim=True).expand_as(image)
+            grey = (image.mean(dim=(2, 3), keepdim=True) if blank is None else blank.view(1, -1, 1, 1)).expand_as(image)
             variants = [torch.where(rank < n, grey, image) for n in shown] + \
                        [torch.where(rank < n, image, grey) for n in shown]
             with torch.no_grad():
