@@ -147,7 +147,8 @@ def _starting_state(accelerator: Accelerator, run: RunFolder, resume: bool) -> L
     if not resume:
         return LoopState()
     state = load_training_state(accelerator, run)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # a kill after history.csv's write but before last/'s leaves a row too many
+        run.write_history(state.history)
         get_console().print(f"resuming {run.path} after epoch {state.epoch}")
     return state
 
