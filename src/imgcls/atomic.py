@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -22,9 +24,33 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
-    except BaseException:
+    except Exception as error:
+        full = disk_full(error, path.parent)
+        tmp_path.unlink(missing_ok=True)
+        if full:
+            raise ImgclsError(no_space_message(path)) from None
+        raise
+    except BaseException:  # Ctrl-C: no half-written file is left either
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+LOW_SPACE = 1 << 20  # bytes: a write that failed with less than this free failed for want of space
+
+
+def disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed because the disk is full. torch.save says only "unexpected pos", so the
+    free space is asked too (before the caller removes its partial file)."""
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE
+    except OSError:
+        return False
+
+
+def no_space_message(path: Path) -> str:
+    return f"no space left on the device writing {path}; free space there (or choose another folder) and try again"
 
 
 def _umask() -> int:

@@ -10,6 +10,16 @@ class ImgclsError(Exception):
     """
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal after saving where it was; the exit status is 128 + the signal number.
+
+    A KeyboardInterrupt, so that whatever cleans up after Ctrl-C cleans up after SIGTERM too."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
 def first_line(error: BaseException, limit: int = 160, last: bool = False) -> str:
     """The first (or `last`) non-empty line of an error's message, cut to `limit` characters; the error's type
     name when it has no message. Used to quote a library's error inside one of our one-line messages."""

@@ -8,7 +8,7 @@ import sys
 
 from imgcls.cli import commands
 from imgcls.cli.train import add_train
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, Interrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except Interrupted as interruption:  # training saved where it stopped
+        print(f"imgcls {args.command}: {interruption}", file=sys.stderr)
+        return interruption.exit_code
     except KeyboardInterrupt:
         hint = " (continue with 'imgcls train --resume RUN')" if args.command == "train" else ""
         print(f"imgcls {args.command}: interrupted{hint}", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
@@ -30,12 +32,13 @@ class _BatchDataset(Dataset, ABC):
 class TensorImageDataset(_BatchDataset):
     """Indexable decoded images; `__getitems__` returns a normalized float batch and its labels."""
 
-    def __init__(self, split: ImageSplit, mean, std, transform=None, channels_last: bool = False):
+    def __init__(self, split: ImageSplit, mean, std, transform=None, channels_last: bool = False, seed: int = 0):
         self.images = split.images  # a uint8 tensor, MappedImages or LazyImages (imgcls.data.cache)
         self.labels = split.labels
         self.mean, self.std = tuple(mean), tuple(std)
         self.transform = transform
         self.channels_last = channels_last
+        self.seed = seed
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -44,14 +47,29 @@ class TensorImageDataset(_BatchDataset):
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images[index]
-        if getattr(self.transform, "batched", False):
-            images = self.transform(images)
-        elif self.transform is not None:
-            images = torch.stack([self.transform(image) for image in images])
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):  # the process's own random stream is left as it was
+                torch.random.default_generator.manual_seed(batch_seed(indices, self.seed))
+                images = self._augment(images)
         batch = normalize_batch(images, self.mean, self.std)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, self.labels[index]
+
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        if getattr(self.transform, "batched", False):
+            return self.transform(images)
+        return torch.stack([self.transform(image) for image in images])
+
+
+def batch_seed(indices: list[int], seed: int) -> int:
+    """The augmentation seed of a batch: a function of its images and the run's seed alone, so the draws are the
+    same whichever worker or process fetches the batch and whenever (a resumed epoch, a prefetched batch). Each
+    epoch's shuffle makes new batches, hence new draws for every image."""
+    digest = hashlib.blake2b(np.asarray(indices, dtype=np.int64).tobytes(), digest_size=8,
+                             key=int(seed).to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest(), "little") >> 1
 
 
 class FeatureDataset(_BatchDataset):

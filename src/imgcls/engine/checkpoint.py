@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,15 +13,17 @@ from typing import Any
 
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from accelerate.utils.other import load as accelerate_load
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from imgcls import __version__
-from imgcls.atomic import write_atomic, write_json_atomic
+from imgcls.atomic import disk_full, no_space_message, write_atomic, write_json_atomic
+from imgcls.console import warn
 from imgcls.errors import ImgclsError, first_line
 from imgcls.plan import TrainPlan
 from imgcls.run_files import RunFolder
-from imgcls.run_files.layout import TRAINER_STATE
+from imgcls.run_files.layout import MANIFEST, TRAINER_STATE
 
 METADATA_KEY = "imgcls"
 
@@ -43,6 +47,7 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, as in history.csv
     wall_time_s: float = 0.0
     stopped_early: bool = False
+    partial: dict[str, Any] = field(default_factory=dict)  # a signal stopped the next epoch here (EpochProgress)
 
 
 def weights_metadata(plan: TrainPlan, options: dict[str, Any]) -> dict[str, Any]:
@@ -97,38 +102,109 @@ def load_weights_into(model, path: Path) -> None:
 def save_training_state(accelerator: Accelerator, run: RunFolder, trainer_state: LoopState) -> None:
     """Save model, optimizer, scheduler, scaler and RNG states; replace last/ only once it is complete.
 
-    Every process must call this (each saves its own RNG state); the main process does the swap.
+    Every process must call this (each saves its own RNG state); the main process writes the manifest (every
+    file's size and sha256, the completion marker, written last) and does the swap: last/ -> last.old/,
+    staging -> last/, then last.old/ removed. A crash at any point leaves one complete state to resume from.
     """
     last_dir, staging, retired = run.last_dir, run.last_staging, run.last_retired
     if accelerator.is_main_process and staging.exists():
-        shutil.rmtree(staging)
+        shutil.rmtree(staging)  # what a killed save left behind
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging), safe_serialization=True)
+    try:
+        accelerator.save_state(str(staging), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json_atomic(staging / TRAINER_STATE, dataclasses.asdict(trainer_state))
+            write_json_atomic(staging / MANIFEST, {"files": _file_digests(staging), "imgcls_version": __version__})
+            if last_dir.exists():
+                last_dir.rename(retired)
+            staging.rename(last_dir)
+            if retired.exists():
+                shutil.rmtree(retired)
+    except Exception as error:  # torch.save and safetensors report a full disk as RuntimeError / SafetensorError
+        full = disk_full(error, run.path)
+        shutil.rmtree(staging, ignore_errors=True)
+        if full:
+            raise ImgclsError(no_space_message(staging) + " with 'imgcls train --resume RUN'") from None
+        raise
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json_atomic(staging / TRAINER_STATE, dataclasses.asdict(trainer_state))
-        if last_dir.exists():
-            last_dir.rename(retired)
-        staging.rename(last_dir)
-        if retired.exists():
-            shutil.rmtree(retired)
-    accelerator.wait_for_everyone()
+
+
+def _file_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file under `folder` (flushed to disk on the way), by relative path."""
+    digests = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+            os.fsync(handle.fileno())
+        digests[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digests
 
 
 def load_training_state(accelerator: Accelerator, run: RunFolder) -> LoopState:
-    """Restore everything save_training_state wrote; returns the trainer state (epoch, best, history)."""
-    last_dir = run.last_dir
-    if not last_dir.is_dir():
-        if run.last_retired.is_dir():  # a crash between the two renames: the previous complete state is there
-            last_dir = run.last_retired
-        else:
-            raise ImgclsError(f"{run.path} has no saved training state ({last_dir.name}/); "
-                              f"it cannot be resumed, start a new run instead")
-    state_file = last_dir / TRAINER_STATE
-    if not state_file.is_file():
-        raise ImgclsError(f"{last_dir} is incomplete (no {TRAINER_STATE}); start a new run instead")
-    accelerator.load_state(str(last_dir))
-    return LoopState(**json.loads(state_file.read_text()))
+    """Restore everything save_training_state wrote; returns the trainer state (epoch, best, history).
+
+    The newest complete state is used: last/, or last.old/ where last/ is missing, incomplete or damaged (said on
+    the console). Every pickled file is first read with weights_only=True, so that none can run code.
+    """
+    candidates = [folder for folder in (run.last_dir, run.last_retired) if folder.is_dir()]
+    if not candidates:
+        raise ImgclsError(f"{run.path} has no saved training state ({run.last_dir.name}/); "
+                          f"it cannot be resumed, start a new run instead")
+    problems = []
+    for folder in candidates:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            if problems and accelerator.is_main_process:
+                warn(f"{problems[0]}; resuming from the previous complete state {folder.name}/ instead")
+            refuse_pickled_code(folder)
+            accelerator.load_state(str(folder))
+            return LoopState(**json.loads((folder / TRAINER_STATE).read_text()))
+        problems.append(problem)
+    raise ImgclsError(f"{'; '.join(problems)}; it cannot be resumed, start a new run instead")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a saved state folder must not be loaded (incomplete or damaged), or None when it is complete.
+
+    The manifest is the completion marker; a folder saved by imgcls 0.2 has none, and its marker is
+    trainer_state.json (also written last)."""
+    if not (folder / TRAINER_STATE).is_file():
+        return f"checkpoint is incomplete: {folder} (no {TRAINER_STATE})"
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        expected = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"checkpoint is corrupt: {manifest} is not a manifest"
+    for name, facts in expected.items():
+        path = folder / name
+        if not path.is_file():
+            return f"checkpoint is incomplete: {path} is missing"
+        if path.stat().st_size != facts["bytes"]:
+            return f"checkpoint is corrupt: {path} has {path.stat().st_size} bytes, {facts['bytes']} were saved"
+    actual = _file_digests(folder)
+    for name, facts in expected.items():
+        if actual[name]["sha256"] != facts["sha256"]:
+            return f"checkpoint is corrupt: {folder / name} has changed since it was saved"
+    return None
+
+
+def refuse_pickled_code(folder: Path) -> None:
+    """Read every pickled file of a saved state with weights_only=True (tensors, numbers, containers only).
+
+    Accelerate loads the RNG states with weights_only=True but skips them silently when that fails, and loads
+    registered objects (the --ema average) with weights_only=False: a file that passes here can do no harm there.
+    """
+    for path in sorted(folder.glob("*.pkl")) + sorted(folder.glob("*.bin")):
+        try:
+            accelerate_load(str(path), map_location="cpu")
+        except Exception as error:  # pickle.UnpicklingError for a forbidden global; others for damage
+            raise ImgclsError(f"refused to load {path}: it is not plain tensors and numbers ({first_line(error)}); "
+                              f"imgcls never unpickles code, so this run cannot be resumed: start a new run") from None
 
 
 def update_metadata(path: Path, values: dict[str, Any]) -> None:

@@ -34,7 +34,8 @@ def with_measured_splits(bundle: DataBundle, plan: TrainPlan) -> DataBundle:
 def make_loaders(bundle: DataBundle, plan: TrainPlan) -> dict[str, DataLoader]:
     """The augmented training loader ("train") and the plain evaluation loaders ("train_eval", "val", "test")."""
     augment = train_transform(plan.augment, plan.img_size, plan.hflip, plan.crop_padding, plan.erase)
-    train_set = TensorImageDataset(bundle.splits["train"], plan.mean, plan.std, augment, plan.channels_last)
+    train_set = TensorImageDataset(bundle.splits["train"], plan.mean, plan.std, augment, plan.channels_last,
+                                   seed=plan.seed)
     train_loader = make_loader(train_set, plan.batch_size, shuffle=True, workers=plan.workers, seed=plan.seed,
                                drop_last=drops_ragged_batch(len(train_set), plan.global_batch_size),
                                balanced=plan.sampler == "balanced")

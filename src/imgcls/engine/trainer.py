@@ -7,7 +7,7 @@ main process writes files.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from imgcls.engine.checkpoint import (
     save_training_state,
 )
 from imgcls.engine.inference import collect_logits
+from imgcls.engine.interrupt import EpochProgress, interrupted, stop_requested, stopping_on_signals
 from imgcls.engine.optim import build_optimizer, build_scheduler
 from imgcls.engine.tracking import EXPERIMENT, curves, hyperparameters, make_trackers
 from imgcls.errors import ImgclsError
@@ -103,31 +104,36 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
     monitor = plan.monitor if "val" in eval_loaders else None
     kept_val: Outputs | None = None  # the val logits of the weights kept so far (this session's epochs only)
 
-    # --- the epoch loop ---
-    for epoch in range(state.epoch, plan.epochs):
-        if state.stopped_early:
-            break
-        started = time.perf_counter()
-        if shuffle_generator is not None:  # worker augmentation seeds depend on the epoch only: exact resume
-            shuffle_generator.manual_seed(plan.seed * 100_003 + epoch)
-        train_loader.set_epoch(epoch)
-        frozen = bool(frozen_params) and epoch < plan.freeze_epochs
-        for parameter in frozen_params or []:
-            parameter.requires_grad_(not frozen)
-        train_loss, train_acc, timing = train_one_epoch(accelerator, model, train_loader, criterion,
-                                                        Updates(optimizer, scheduler, ema), epoch, plan, frozen)
-        if not math.isfinite(train_loss):
-            raise ImgclsError(f"training diverged at epoch {epoch + 1} (the loss is {train_loss}); "
-                              f"lower the learning rate with --lr")
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-               "train_accuracy": train_acc, **timing}
-        improved, candidate, val_outputs = _validate(accelerator, model, ema, eval_loaders.get("val"), plan, monitor,
-                                                     row, state)
-        row["epoch_time_s"] = time.perf_counter() - started
-        if improved:
-            save_best_weights(accelerator, candidate, best.file, best.metadata)
-            kept_val = val_outputs
-        _end_epoch(accelerator, run, plan, monitor, state, row, improved)
+    # --- the epoch loop (a signal stops it after a step, saved: engine/interrupt) ---
+    with stopping_on_signals():
+        for epoch in range(state.epoch, plan.epochs):
+            if state.stopped_early:
+                break
+            if stop_requested(accelerator):  # during the last validation: last/ holds that epoch
+                raise interrupted(epoch, 0, run.path)
+            started = time.perf_counter()
+            if shuffle_generator is not None:  # worker augmentation seeds depend on the epoch only: exact resume
+                shuffle_generator.manual_seed(plan.seed * 100_003 + epoch)
+            train_loader.set_epoch(epoch)
+            frozen = bool(frozen_params) and epoch < plan.freeze_epochs
+            for parameter in frozen_params or []:
+                parameter.requires_grad_(not frozen)
+            progress = EpochProgress(**{**state.partial, "stopped": False}) if state.partial else EpochProgress(epoch)
+            steps = accelerator.skip_first_batches(train_loader, progress.steps) if progress.steps else train_loader
+            train_one_epoch(accelerator, model, steps, criterion, Updates(optimizer, scheduler, ema, len(train_loader)),
+                            progress, plan, frozen)
+            state.partial = dataclasses.asdict(progress) if progress.stopped else {}
+            if progress.stopped:
+                save_training_state(accelerator, run, state)
+                raise interrupted(epoch, progress.steps, run.path)
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **_epoch_totals(accelerator, progress)}
+            improved, candidate, val_outputs = _validate(accelerator, model, ema, eval_loaders.get("val"), plan,
+                                                         monitor, row, state)
+            row["epoch_time_s"] = time.perf_counter() - started
+            if improved:
+                save_best_weights(accelerator, candidate, best.file, {**best.metadata, "epoch": row["epoch"]})
+                kept_val = val_outputs
+            _end_epoch(accelerator, run, plan, monitor, state, row, improved)
 
     # --- the end: evaluate the best weights on every held-out split ---
     accelerator.wait_for_everyone()
@@ -245,58 +251,83 @@ class Updates:
     optimizer: Optimizer
     scheduler: LRScheduler
     ema: ModelEmaV3 | None = None
+    steps_per_epoch: int = 0  # the whole epoch's, also when a resumed epoch starts part-way
 
 
 def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    updates: Updates, epoch: int, plan: TrainPlan,
-                    frozen_backbone: bool = False) -> tuple[float, float, dict[str, float]]:
-    """One pass over the training data (resized for progressive resizing, as the plan says); returns the mean loss
-    and accuracy over all processes, and the epoch's timing: train_time_s, data_time_s (waiting for batches)
-    and step_time_s (forward, backward, update) of this process, and train_images_per_s over all processes.
-    With `frozen_backbone` the batch-norm layers stay in eval mode (the backbone is frozen, its statistics too)."""
+                    updates: Updates, progress: EpochProgress, plan: TrainPlan, frozen_backbone: bool = False) -> None:
+    """The training steps of one epoch from `progress.steps` on (resized for progressive resizing, as the plan
+    says), adding to `progress`; it stops early, `progress.stopped`, when a signal asks (engine/interrupt).
+    `loader` yields the epoch's remaining batches. With `frozen_backbone` the batch-norm layers stay in eval mode
+    (the backbone is frozen, its statistics too)."""
     model.train()
     for layer in norm_statistics_layers(model) if frozen_backbone else []:
         layer.eval()
-    loss_sum = torch.zeros((), device=accelerator.device)
-    correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
-    seen = torch.zeros((), device=accelerator.device, dtype=torch.long)
-    data_time = step_time = 0.0
+    epoch, device = progress.epoch, accelerator.device
+    loss_sum = torch.tensor(progress.loss_sum, device=device)
+    correct = torch.tensor(progress.correct, device=device, dtype=torch.long)
+    seen = torch.tensor(progress.seen, device=device, dtype=torch.long)
     size = _epoch_size(plan, epoch)
     started = waited_from = time.perf_counter()
-    with _progress(accelerator, len(loader), f"epoch {epoch + 1}/{plan.epochs}") as advance:
-        for step, (images, labels) in enumerate(loader):
+    with _progress(accelerator, updates.steps_per_epoch, f"epoch {epoch + 1}/{plan.epochs}") as advance:
+        for step, (images, labels) in enumerate(loader, start=progress.steps):
             got_batch = time.perf_counter()
-            data_time += got_batch - waited_from
+            progress.data_time_s += got_batch - waited_from
             if size is not None and images.shape[-1] != size:
                 images = resize_batch(images, size)
             logits = model(images)
             loss = criterion(logits, labels)
+            if not torch.isfinite(loss):  # before the update: the weights stay the last finite ones
+                raise ImgclsError(_diverged(loss, images, epoch, step))
             accelerator.backward(loss)
             updates.optimizer.step()
             updates.scheduler.step()
             updates.optimizer.zero_grad(set_to_none=True)
             if updates.ema is not None:
-                updates.ema.update(accelerator.unwrap_model(model), step=epoch * len(loader) + step + 1)
+                updates.ema.update(accelerator.unwrap_model(model), step=epoch * updates.steps_per_epoch + step + 1)
             loss_sum += loss.detach() * labels.shape[0]
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
-            if step % 10 == 0 or step == len(loader) - 1:  # reading a value syncs the GPU; not every step
+            if step % 10 == 0 or step == updates.steps_per_epoch - 1:  # reading a value syncs the GPU; not every step
                 advance(step + 1, float(loss_sum / seen), float(correct / seen))
             waited_from = time.perf_counter()
-            step_time += waited_from - got_batch
-    train_time = time.perf_counter() - started
-    totals = accelerator.reduce(torch.stack([loss_sum, correct.float(), seen.float()]), reduction="sum")
-    if float(totals[2]) == 0:
+            progress.step_time_s += waited_from - got_batch
+            progress.steps = step + 1
+            if progress.steps < updates.steps_per_epoch and stop_requested(accelerator):
+                progress.stopped = True
+                break
+    progress.train_time_s += time.perf_counter() - started
+    progress.loss_sum, progress.correct, progress.seen = float(loss_sum), int(correct), int(seen)
+    if size is not None:
+        progress.img_size = int(images.shape[-1])  # what the model was fed
+
+
+def _epoch_totals(accelerator: Accelerator, progress: EpochProgress) -> dict[str, float]:
+    """The epoch's mean loss and accuracy over all processes, and its timing: train_time_s, data_time_s (waiting
+    for batches) and step_time_s (forward, backward, update) of this process, train_images_per_s over all."""
+    sums = torch.tensor([progress.loss_sum, progress.correct, progress.seen], device=accelerator.device)
+    sums = accelerator.reduce(sums, reduction="sum")
+    if float(sums[2]) == 0:
         raise ImgclsError("no training batch was run: the training set is smaller than one batch per process; "
                           "lower --batch-size")
-    timing = {"train_time_s": round(train_time, 3), "data_time_s": round(data_time, 3),
-              "step_time_s": round(step_time, 3), "train_images_per_s": round(float(totals[2]) / train_time, 1)}
-    if size is not None:
-        timing["img_size"] = int(images.shape[-1])  # what the model was fed
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2]), timing
+    seen = float(sums[2])
+    totals = {"train_loss": float(sums[0] / sums[2]), "train_accuracy": float(sums[1] / sums[2]),
+              "train_time_s": round(progress.train_time_s, 3), "data_time_s": round(progress.data_time_s, 3),
+              "step_time_s": round(progress.step_time_s, 3),
+              "train_images_per_s": round(seen / progress.train_time_s, 1)}
+    if progress.img_size is not None:
+        totals["img_size"] = progress.img_size
+    return totals
 
 
 # --- helpers ---
+
+def _diverged(loss: torch.Tensor, images: torch.Tensor, epoch: int, step: int) -> str:
+    """Why training stopped at a non-finite loss, and where; last/ and the best weights are the last good ones."""
+    cause = ("the batch holds non-finite pixel values: check the data" if not torch.isfinite(images).all()
+             else "the learning rate is likely too high: start again with a lower --lr")
+    return (f"training diverged at epoch {epoch + 1}, step {step + 1} (the loss is {float(loss)}); {cause}; "
+            f"last/ and the best weights keep the last good epoch")
 
 def _epoch_size(plan: TrainPlan, epoch: int) -> int | None:
     """With --progressive, the image side of this epoch's training batches; None without it."""

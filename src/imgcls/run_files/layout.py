@@ -35,6 +35,7 @@ WEIGHTS = "best.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
 LAST = "last"
 TRAINER_STATE = "trainer_state.json"
+MANIFEST = "manifest.json"  # last/: every file's size and sha256, written last (the completion marker)
 REPORT = "report.html"
 SKIPPED = "skipped.txt"
 DEDUPED = "deduped.txt"
