@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import UnidentifiedImageError
+from starlette.exceptions import HTTPException
 
 from imgcls.data.images import DECODE_ERRORS, ImageTooLarge, decode_image
 from imgcls.engine.ranking import DecisionRule, top_classes
@@ -130,7 +131,7 @@ def _classifier_call(classifier: ServedClassifier, batcher: DynamicBatcher, sett
         except Overloaded:
             raise RequestError(503, "the server is at capacity; retry shortly") from None
         except TimeoutError:
-            raise RequestError(504, f"no answer within {settings.timeout_s:.0f} s (--timeout-s)") from None
+            raise RequestError(504, f"no answer within {settings.timeout_s:g} s (--timeout-s)") from None
         return {"decision": rule.decide(probs[None])[0],
                 "predictions": top_classes(probs[None], classifier.class_names, topk)[0]}
 
@@ -205,5 +206,7 @@ async def _uploads(request, settings: ServeSettings, single: bool) -> list[tuple
         return [("upload", await request.body())]
     except BodyRefused as refused:
         raise RequestError(refused.status, refused.message) from None
+    except HTTPException as error:  # Starlette's answer to a form it cannot parse: in our JSON shape
+        raise RequestError(400, f"malformed multipart form: {error.detail}") from None
     except (ValueError, KeyError) as error:  # python-multipart's complaints about a malformed form
         raise RequestError(400, f"malformed multipart form ({type(error).__name__})") from None

@@ -1,8 +1,10 @@
-"""What protects the server before a request reaches a route: the upload size limit (413 before the body is
-read whole), a read timeout for bodies that trickle in (408), and the bearer token (401).
+"""What protects the server before a request reaches a route: the upload size limit (413 as soon as the declared
+or the received length passes it, never after reading the body whole), a deadline for the whole body (408: a body
+that trickles in a byte at a time is cut off, not only one that stalls), and the bearer token (401).
 
-A refused body is drained (read and thrown away, up to DRAIN_LIMIT bytes) after the answer is sent, so a
-client that is still sending receives the 413 instead of a broken connection; memory stays flat.
+An answer sent before its request's body has all arrived says `Connection: close`, so the server stops reading
+there: uvicorn would otherwise read and discard the rest of the body after the answer, with no bound on its size
+or on how slowly it comes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 
 # Endpoints anyone may call even when a token is set: the page itself (it asks for the token), health, docs.
 OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
-DRAIN_LIMIT = 64 * 2**20
 
 
 async def _send_json(send, status: int, message: str, headers: list | None = None) -> None:
@@ -59,58 +60,44 @@ class RequestGuard:
     async def _guarded(self, scope, receive, send):
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         if self.token and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
-            await _send_json(send, 401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
-                             [(b"www-authenticate", b"Bearer")])
-            return await self._drain(receive)
+            return await _send_json(send, 401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                                    [(b"www-authenticate", b"Bearer")])
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _send_json(send, 413, self._too_large())
-            return await self._drain(receive)
-        state = {"received": 0, "done": False, "started": False}
+            return await _send_json(send, 413, self._too_large())
+        loop = asyncio.get_running_loop()
+        has_body = (declared.isdigit() and int(declared) > 0) or "transfer-encoding" in headers
+        deadline, state = loop.time() + self.read_timeout_s, {"received": 0, "done": not has_body, "started": False}
 
         async def limited_receive():
+            if state["done"]:
+                return await receive()  # past the body only a disconnect comes, whenever it does
             try:
-                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
             except TimeoutError:
-                raise BodyRefused(408, f"the request body did not arrive within {self.read_timeout_s:.0f} s") \
-                    from None
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                state["done"] = not message.get("more_body", False)
-                if state["received"] > self.max_body_bytes:
-                    raise BodyRefused(413, self._too_large())
-            elif message["type"] == "http.disconnect":
-                state["done"] = True
+                raise BodyRefused(408, f"the request body did not arrive within {self.read_timeout_s:g} s "
+                                       f"(--timeout-s)") from None
+            state["done"] = message["type"] != "http.request" or not message.get("more_body", False)
+            state["received"] += len(message.get("body", b""))
+            if state["received"] > self.max_body_bytes:
+                raise BodyRefused(413, self._too_large())
             return message
 
-        async def tracking_send(message):
-            state["started"] = state["started"] or message["type"] == "http.response.start"
+        async def closing_send(message):
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                if not state["done"]:
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyRefused as refused:
+            await self.app(scope, limited_receive, closing_send)
+        except BodyRefused as refused:  # a route that let it through: answer it here
             if not state["started"]:
                 await _send_json(send, refused.status, refused.message)
-        if not state["done"]:
-            await self._drain(receive)
 
     def _too_large(self) -> str:
         return f"the upload is larger than the {self.max_body_bytes / 2**20:g} MB allowed (--max-upload-mb)"
-
-    async def _drain(self, receive) -> None:
-        """Read and discard what the client still sends (bounded in bytes and time)."""
-        drained = 0
-        while drained <= DRAIN_LIMIT:
-            try:
-                message = await asyncio.wait_for(receive(), self.read_timeout_s)
-            except TimeoutError:
-                return
-            if message["type"] != "http.request":
-                return
-            drained += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
 
     def _authorized(self, headers: dict) -> bool:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
