@@ -84,11 +84,15 @@ def read_metadata(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
     except Exception as error:  # safetensors' own error type for a damaged header
-        raise ImgclsError(f"{path} is not a readable imgcls checkpoint ({first_line(error)}); "
-                          f"train a run first") from None
+        raise ImgclsError(f"{path} is not a complete imgcls checkpoint: it is corrupt, truncated or of another "
+                          f"format ({first_line(error)}); restore it, or train a run to get one") from None
     if raw is None:
         raise ImgclsError(f"{path} has no imgcls metadata; it was not written by 'imgcls train'")
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ImgclsError(f"{path} is not a complete imgcls checkpoint: its metadata is corrupt; restore it, or "
+                          f"train a run to get one") from None
 
 
 def load_weights_into(model, path: Path) -> None:
@@ -117,6 +121,8 @@ def save_training_state(accelerator: Accelerator, run: RunFolder, trainer_state:
             write_json_atomic(staging / TRAINER_STATE, dataclasses.asdict(trainer_state))
             write_json_atomic(staging / MANIFEST, {"files": _file_digests(staging), "imgcls_version": __version__})
             if last_dir.exists():
+                if retired.exists():  # a crash after the last swap left both; the new state is complete now
+                    shutil.rmtree(retired)
                 last_dir.rename(retired)
             staging.rename(last_dir)
             if retired.exists():
