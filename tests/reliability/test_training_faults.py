@@ -6,17 +6,13 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
-import torch
 
 import imgcls
 from imgcls.engine import trainer
 from imgcls.engine.checkpoint import checkpoint_problem
-from imgcls.errors import ImgclsError, Interrupted
+from imgcls.errors import Interrupted
 
 TIMING = {"epoch_time_s", "train_time_s", "data_time_s", "step_time_s", "train_images_per_s"}
 

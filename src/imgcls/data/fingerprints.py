@@ -100,3 +100,31 @@ def fingerprint_arrays(images: np.ndarray) -> Fingerprints:
         pixels = array[0] if mode == "L" else array.transpose(1, 2, 0)
         rows.append(_row_of(Image.fromarray(np.ascontiguousarray(pixels), mode=mode), mode, False))
     return _collect(rows)
+
+
+def split_fingerprints(splits: dict, class_names: list[str]) -> dict[str, dict[str, object]]:
+    """What a resumed run checks its data against, per split: the image count, and a digest of the class names,
+    every image's label and (for folders) its class folder and file name. Cheap: no file is read."""
+    prints: dict[str, dict[str, object]] = {}
+    for name, split in splits.items():
+        digest = hashlib.sha256("\0".join(class_names).encode())
+        digest.update(np.ascontiguousarray(split.labels.numpy(), dtype=np.int64).tobytes())
+        for path in split.paths or []:
+            digest.update("/".join(Path(path).parts[-2:]).encode() + b"\0")
+        prints[name] = {"images": len(split), "sha256": digest.hexdigest()}
+    return prints
+
+
+def fingerprint_changes(saved: dict[str, dict], current: dict[str, dict]) -> list[str]:
+    """How the data differs from the saved fingerprints, one phrase per split ([] when it is the same)."""
+    changes = []
+    for name in sorted(set(saved) | set(current)):
+        before, now = saved.get(name), current.get(name)
+        if before is None or now is None:
+            changes.append(f"split {name} {'is new' if before is None else 'is gone'}")
+        elif before["images"] != now["images"]:
+            changes.append(f"split {name} has {now['images']} images, {before['images']} when the run started")
+        elif before["sha256"] != now["sha256"]:
+            changes.append(f"split {name} holds other files or labels than when the run started")
+    return changes
+

@@ -89,9 +89,8 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
         accelerator.init_trackers(EXPERIMENT, config=hyperparameters(plan, run.read_config()))
     # --- setup ---
     if accelerator.is_main_process:
-        layout = ", channels_last" if plan.channels_last else ""
-        get_console().print(f"precision: {plan.precision} ({plan.precision_reason}){layout}"
-                            f"{', torch.compile' if plan.compile else ''}")
+        get_console().print(f"precision: {plan.precision} ({plan.precision_reason})"
+                            f"{', channels_last' if plan.channels_last else ''}{', torch.compile' if plan.compile else ''}")
     shuffle_generator = loaders["train"].generator
     optimizer = build_optimizer(param_groups, plan)
     scheduler = build_scheduler(optimizer, plan, len(loaders["train"]))
@@ -112,18 +111,14 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
             if stop_requested(accelerator):  # during the last validation: last/ holds that epoch
                 raise interrupted(epoch, 0, run.path)
             started = time.perf_counter()
-            if shuffle_generator is not None:  # worker augmentation seeds depend on the epoch only: exact resume
-                shuffle_generator.manual_seed(plan.seed * 100_003 + epoch)
-            train_loader.set_epoch(epoch)
+            progress, batches = _epoch_start(accelerator, train_loader, shuffle_generator, state, plan.seed, epoch)
             frozen = bool(frozen_params) and epoch < plan.freeze_epochs
             for parameter in frozen_params or []:
                 parameter.requires_grad_(not frozen)
-            progress = EpochProgress(**{**state.partial, "stopped": False}) if state.partial else EpochProgress(epoch)
-            steps = accelerator.skip_first_batches(train_loader, progress.steps) if progress.steps else train_loader
-            train_one_epoch(accelerator, model, steps, criterion, Updates(optimizer, scheduler, ema, len(train_loader)),
-                            progress, plan, frozen)
-            state.partial = dataclasses.asdict(progress) if progress.stopped else {}
+            train_one_epoch(accelerator, model, batches, criterion,
+                            Updates(optimizer, scheduler, ema, len(train_loader)), progress, plan, frozen)
             if progress.stopped:
+                state.partial = dataclasses.asdict(progress)
                 save_training_state(accelerator, run, state)
                 raise interrupted(epoch, progress.steps, run.path)
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **_epoch_totals(accelerator, progress)}
@@ -146,6 +141,18 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
         final_metrics=final, stopped_early=state.stopped_early, wall_time_s=state.wall_time_s,
         num_processes=accelerator.num_processes, device=str(accelerator.device), predictions=predictions,
     )
+
+
+def _epoch_start(accelerator: Accelerator, train_loader: DataLoader, shuffle_generator: torch.Generator | None,
+                 state: LoopState, seed: int, epoch: int) -> tuple[EpochProgress, DataLoader]:
+    """The epoch's progress (new, or where a signal stopped it: last/) and the batches it has left to run."""
+    if shuffle_generator is not None:  # the order depends on the epoch only: exact resume
+        shuffle_generator.manual_seed(seed * 100_003 + epoch)
+    train_loader.set_epoch(epoch)
+    if not state.partial:
+        return EpochProgress(epoch), train_loader
+    progress = EpochProgress(**{**state.partial, "stopped": False})
+    return progress, accelerator.skip_first_batches(train_loader, progress.steps)
 
 
 def _starting_state(accelerator: Accelerator, run: RunFolder, resume: bool) -> LoopState:
@@ -211,7 +218,7 @@ def _end_epoch(accelerator: Accelerator, run: RunFolder, plan: TrainPlan, monito
     else:
         state.bad_epochs += 1
     state.history.append(row)
-    state.epoch = row["epoch"]
+    state.epoch, state.partial = row["epoch"], {}
     state.stopped_early = bool(plan.patience and state.bad_epochs >= plan.patience)
     console = get_console()
     if accelerator.is_main_process:

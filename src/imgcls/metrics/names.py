@@ -3,6 +3,8 @@ size: what tables, plots and plans need without computing anything (no torch imp
 
 from __future__ import annotations
 
+import math
+
 from imgcls.errors import ImgclsError
 
 RESAMPLES = 1000  # bootstrap resamples of a 95% interval (the default everywhere)
@@ -64,9 +66,9 @@ def positive_index(class_names: list[str], positive: str | None) -> int:
 
 
 def is_better(metric: str, new: float | None, best: float | None) -> bool:
-    """Whether `new` improves on `best` for `metric` (lower is better for the loss)."""
-    if new is None:
+    """Whether `new` improves on `best` for `metric` (lower is better for the loss); NaN never does."""
+    if new is None or math.isnan(new):
         return False
-    if best is None:
+    if best is None or math.isnan(best):
         return True
     return new < best if metric in LOWER_IS_BETTER else new > best

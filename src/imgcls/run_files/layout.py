@@ -28,6 +28,7 @@ from imgcls.errors import ImgclsError
 CONFIG = "config.yaml"
 PLAN = "plan.json"
 CLASSES = "classes.json"
+DATA_FINGERPRINT = "data_fingerprint.json"  # per split: image count and a digest of files and labels
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 SUMMARY = "run.json"
@@ -160,6 +161,13 @@ class RunFolder:
 
     def read_classes(self) -> list[str] | None:
         return _read_json(self.path / CLASSES)
+
+    def write_data_fingerprint(self, fingerprints: dict) -> None:
+        write_json_atomic(self.path / DATA_FINGERPRINT, fingerprints)
+
+    def read_data_fingerprint(self) -> dict | None:
+        """None for a run of imgcls 0.2, which did not write one."""
+        return _read_json(self.path / DATA_FINGERPRINT)
 
     def write_history(self, rows: list[dict]) -> None:
         """history.csv: one row per epoch, columns in first-seen order."""

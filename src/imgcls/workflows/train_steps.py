@@ -23,6 +23,7 @@ from imgcls.config import (
 from imgcls.console import get_console, warn
 from imgcls.data import DataBundle, build_dataset, native_image_size
 from imgcls.data.problems import warn_about_data
+from imgcls.data.fingerprints import fingerprint_changes, split_fingerprints
 from imgcls.engine.accelerator import process_state, share_from_main
 from imgcls.engine.checkpoint import BestWeights, update_metadata, weights_metadata
 from imgcls.engine.decisions import Predictions, apply_decisions, fit_decisions
@@ -128,9 +129,7 @@ def _plan_run(config: Config, bundle: DataBundle, defaults: ModelDefaults, size_
     saved = resumed.read_plan() if resumed is not None else None
     if resumed is not None and saved is not None:
         plan = for_world_size(TrainPlan.from_dict(saved), world_size)
-        if plan.class_names != tuple(bundle.class_names) or plan.img_size != bundle.img_size:
-            raise ImgclsError(f"the data of {resumed.path} changed since the run started (classes or image size "
-                              f"differ); resume with the same data, or start a new run")
+        _check_same_data(resumed, plan, bundle)
         if plan.channels_last:
             to_channels_last(model)
         unfuse_cpu_attention(model, plan.precision)
@@ -157,6 +156,22 @@ def _plan_run(config: Config, bundle: DataBundle, defaults: ModelDefaults, size_
                      gpu=torch.cuda.is_available())
 
 
+def _check_same_data(run: RunFolder, plan: TrainPlan, bundle: DataBundle) -> None:
+    """A run resumes on the data it started with: the classes, image size and every split's files and labels."""
+    changes = []
+    if plan.class_names != tuple(bundle.class_names):
+        changes.append(f"the classes are {', '.join(bundle.class_names)}; they were {', '.join(plan.class_names)}")
+    if plan.img_size != bundle.img_size:
+        changes.append(f"the image size is {bundle.img_size}, it was {plan.img_size}")
+    saved = run.read_data_fingerprint()
+    if saved is not None:
+        changes += fingerprint_changes(saved, split_fingerprints(bundle.splits, bundle.class_names))
+    if changes:
+        raise ImgclsError(f"the data of {run.path} changed since the run started ({'; '.join(changes)}); resume "
+                          f"with the same data, or start a new run from its weights with --weights "
+                          f"{run.weights_file}")
+
+
 def _record_start(run: RunFolder, config: Config, plan: TrainPlan, bundle: DataBundle, resumed: bool) -> None:
     """The data's problems (unreadable files listed in skipped.txt); for a new run config.yaml (as asked),
     plan.json (as decided), classes.json and the summary on the console."""
@@ -172,6 +187,7 @@ def _record_start(run: RunFolder, config: Config, plan: TrainPlan, bundle: DataB
     run.write_config(config.to_dict())
     run.write_plan(plan.to_dict())
     run.write_classes(list(plan.class_names))
+    run.write_data_fingerprint(split_fingerprints(bundle.splits, bundle.class_names))
     _warn_about(plan.notes)
     _print_data_summary(bundle, plan, run)
 
