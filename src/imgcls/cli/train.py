@@ -82,6 +82,11 @@ def _add_data_flags(g) -> None:
                    "runs), none (decode every epoch); default auto: ram if they fit in a quarter of free memory")
     g.add_argument("--cache-dir", help="where decoded images, linear-probe features and precision timings are "
                    "cached (default ~/.cache/imgcls)")
+    g.add_argument("--strict", action="store_const", const=True, help="an unreadable image is an error naming it "
+                   "(default: it is left out, counted on the console and listed in RUN/skipped.txt)")
+    g.add_argument("--allow-empty", action="store_const", const=True, help="leave out class folders without a "
+                   "readable image, with a warning (default: an error naming them); the other classes keep their "
+                   "sorted order, the left-out folders are listed in RUN/skipped.txt")
 
 
 def _add_optimization_flags(g) -> None:

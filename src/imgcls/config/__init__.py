@@ -63,6 +63,8 @@ class DataConfig:
     workers: int | None = None  # loader processes; None: 0 where batches are cheap to make on a CPU, else 2 (plan)
     cache: str = "auto"  # decoded images: ram, disk (memory-mapped, reused across runs), none; auto: by size
     cache_dir: str | None = None  # decoded images, linear-probe features, precision timings; None: ~/.cache/imgcls
+    strict: bool = False  # an unreadable image is an error naming it (default: left out, listed in skipped.txt)
+    allow_empty: bool = False  # leave out class folders without a readable image (default: an error naming them)
 
 
 @dataclass

@@ -17,9 +17,18 @@ from imgcls.config import DataConfig, cache_dir_of, data_root_of
 from imgcls.console import get_console, info
 from imgcls.data.builtin import BUILTINS, builtin_name, load_builtin
 from imgcls.data.cache import LazyImages, MappedImages, choose_cache, decoded_bytes, disk_cache, select_images
-from imgcls.data.folders import FileSplit, scan_folder
+from imgcls.data.folders import FileSplit, FolderScan, check_two_classes, scan_folder
 from imgcls.data.images import DECODE_ERRORS, GRAYSCALE_MODES, decode_image, read_mode
 from imgcls.data.leakage import copies_across, copies_warning, groups_across, split_keeping_groups, without_copies
+from imgcls.data.screening import (
+    LEFT_OUT_CLASS,
+    classes_without_images,
+    kept_labels,
+    left_out_warning,
+    missing_classes,
+    refuse_unreadable,
+    unreadable_only,
+)
 from imgcls.data.split import cap_per_class, stratified_split
 from imgcls.errors import ImgclsError, describe
 
@@ -77,7 +86,9 @@ def build_dataset(
     `class_names` and `channels` pin the output to a trained model's (channels None: 1 when every image is
     grayscale, else 3); `whole` keeps a class-per-folder dataset as one split named "all" (evaluating a
     model on new data). With several `processes` (DDP), RAM caching goes through the disk cache so that
-    only one process decodes.
+    only one process decodes. Unreadable files are left out and listed in `skipped` (`config.strict`: an
+    error); a class folder without a readable image is an error (`config.allow_empty`: left out), unless
+    `class_names` are pinned.
     """
     channels = channels or config.channels
     source_path = Path(config.source).expanduser()
@@ -85,14 +96,17 @@ def build_dataset(
     if name is not None:
         bundle = _build_builtin(name, config, seed, data_root_of(config), channels, img_size, interpolation)
     else:
-        bundle = _build_folder(source_path, config, seed, channels, (img_size, interpolation), whole,
-                               cache_dir_of(config), processes)
+        bundle = _build_folder(source_path, config, seed, channels, (img_size, interpolation), whole, processes,
+                               class_names is not None)
     if class_names is not None:
         _relabel(bundle, class_names)
     if config.max_per_class is not None:
         for split_name, split in bundle.splits.items():
             keep = cap_per_class(split.labels.numpy(), config.max_per_class, seed)
             bundle.splits[split_name] = _select(split, keep)
+    for split_name in ("val", "test"):
+        if split_name in bundle.splits:
+            bundle.warnings += missing_classes(split_name, bundle.class_names, bundle.class_counts(split_name))
     return bundle
 
 
@@ -156,8 +170,8 @@ def _adapt(images, channels: int, img_size: int, interpolation: str = "bilinear"
 
 
 def _split_files(folder: Path, config: DataConfig, seed: int, whole: bool, workers: int, warnings: list[str]
-                 ) -> tuple[list[str], dict[str, FileSplit], list[tuple[str, Path, Path]]]:
-    """The class names and the files of each split: a class-per-folder dataset split here (groups and
+                 ) -> tuple[FolderScan, dict[str, FileSplit], list[tuple[str, Path, Path]]]:
+    """The folder's scan and the files of each split: a class-per-folder dataset split here (groups and
     byte-identical copies kept in one split), a pre-split folder as it is (its cross-split copies reported, or
     dropped with --dedupe)."""
     scan = scan_folder(folder)
@@ -175,7 +189,7 @@ def _split_files(folder: Path, config: DataConfig, seed: int, whole: bool, worke
         if "test" in scan.splits:
             splits["test"] = scan.splits["test"]
     if whole or set(splits) == {"train"} or "all" in splits or to_split == "all":
-        return scan.class_names, splits, []  # a split made here has no cross-split copies: they were kept together
+        return scan, splits, []  # a split made here has no cross-split copies: they were kept together
     if config.group_by and to_split != "all":
         warnings.extend(groups_across(splits, folder, config.group_by))
     copies = copies_across(splits, workers)
@@ -183,14 +197,23 @@ def _split_files(folder: Path, config: DataConfig, seed: int, whole: bool, worke
         warnings.append(copies_warning(copies, config.dedupe))
         if config.dedupe:
             splits = without_copies(splits, copies)
-    return scan.class_names, splits, copies if config.dedupe else []
+    return scan, splits, copies if config.dedupe else []
 
 
 def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize: tuple[int, str], whole: bool,
-                  cache_dir: Path, processes: int) -> DataBundle:
+                  processes: int, pinned: bool) -> DataBundle:
+    """The folder's files split, screened and decoded; `pinned`: the classes are a trained model's (no class
+    folder is an error for having no image)."""
     workers = max(1, config.workers or os.cpu_count() or 1)
+    cache_dir = cache_dir_of(config)
     warnings: list[str] = []
-    class_names, splits, dropped = _split_files(folder, config, seed, whole, workers, warnings)
+    scan, splits, dropped = _split_files(folder, config, seed, whole, workers, warnings)
+    if scan.empty_classes and not (pinned or config.allow_empty):
+        raise classes_without_images(scan.empty_classes, "have no image files")
+    if scan.empty_classes:
+        warnings.append(left_out_warning(scan.empty_classes, 0) if not pinned else
+                        f"class folder(s) {', '.join(map(str, scan.empty_classes))} have no images; ignored")
+    check_two_classes(folder, scan.class_names)
     if config.max_per_class is not None:  # cap before decoding: a few samples of a big folder decode fast
         for split_name, split in splits.items():
             splits[split_name] = split.subset(cap_per_class(split.labels, config.max_per_class, seed))
@@ -210,8 +233,35 @@ def _build_folder(folder: Path, config: DataConfig, seed: int, channels, resize:
     else:  # disk, or several processes: one decodes into the memory-mapped cache, all share its pages
         decoded = _from_disk_cache(files, splits, resize, channels, cache_dir, workers, skipped)
         mode = "disk" if mode == "disk" else f"disk, shared by {processes} processes"
-    return DataBundle(str(folder), class_names, channels, img_size, True, decoded, skipped, warnings,
-                      cache=mode, dropped_copies=[(str(path), str(twin)) for _, path, twin in dropped])
+    if config.strict and skipped:
+        raise refuse_unreadable(str(folder), skipped)
+    if not pinned:
+        skipped += [(str(path), LEFT_OUT_CLASS) for path in scan.empty_classes]
+    bundle = DataBundle(str(folder), scan.class_names, channels, img_size, True, decoded, skipped, warnings,
+                        cache=mode, dropped_copies=[(str(path), str(twin)) for _, path, twin in dropped])
+    return bundle if pinned else _without_unreadable_classes(bundle, scan, config.allow_empty)
+
+
+def _without_unreadable_classes(bundle: DataBundle, scan: FolderScan, allow_empty: bool) -> DataBundle:
+    """Classes whose every training file is unreadable: an error naming their folders, or (`allow_empty`) left out
+    of every split, the other classes relabelled in their order."""
+    counts = bundle.class_counts("train" if "train" in bundle.splits else "all")
+    folders = [scan.classes_in / name for name, count in zip(bundle.class_names, counts) if count == 0]
+    if not folders:
+        return bundle
+    if not allow_empty:
+        raise unreadable_only(folders, bundle.skipped)
+    mapping = kept_labels(counts)
+    held_out = 0
+    for name, split in bundle.splits.items():
+        kept = _select(split, np.flatnonzero(mapping[split.labels.numpy()] >= 0))
+        held_out += len(split) - len(kept)
+        bundle.splits[name] = ImageSplit(kept.images, torch.from_numpy(mapping)[kept.labels], kept.paths)
+    bundle.class_names = [name for name, label in zip(bundle.class_names, mapping) if label >= 0]
+    bundle.skipped += [(str(folder), LEFT_OUT_CLASS) for folder in folders]
+    bundle.warnings.append(left_out_warning(folders, held_out))
+    check_two_classes(bundle.source, bundle.class_names)
+    return bundle
 
 
 def _long(labels: np.ndarray):

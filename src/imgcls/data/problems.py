@@ -7,6 +7,7 @@ from pathlib import Path
 from imgcls.console import warn
 from imgcls.data.build import DataBundle
 from imgcls.data.health import IMBALANCED
+from imgcls.data.screening import LEFT_OUT_CLASS
 
 NAMED_SKIPPED = 3  # unreadable files named on the console; the rest are counted
 
@@ -17,13 +18,14 @@ def warn_about_data(bundle: DataBundle, listed_in: Path | None = None) -> None:
         warn(message)
     for message in imbalance_warning(bundle):
         warn(message)
-    if not bundle.skipped:
+    unreadable = sorted(item for item in bundle.skipped if item[1] != LEFT_OUT_CLASS)  # files, not class folders
+    if not unreadable:
         return
-    named = sorted(bundle.skipped)[:NAMED_SKIPPED]
+    named = unreadable[:NAMED_SKIPPED]
     shown = "; ".join(f"{Path(path).name} ({reason})" for path, reason in named)
-    more = f" and {len(bundle.skipped) - len(named)} more" if len(bundle.skipped) > len(named) else ""
+    more = f" and {len(unreadable) - len(named)} more" if len(unreadable) > len(named) else ""
     where = f"; listed in {listed_in}" if listed_in is not None else ""
-    warn(f"skipped {len(bundle.skipped)} unreadable image(s): {shown}{more}{where}")
+    warn(f"skipped {len(unreadable)} unreadable image(s): {shown}{more}{where}")
 
 
 def imbalance_warning(bundle: DataBundle) -> list[str]:
