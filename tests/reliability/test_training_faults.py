@@ -5,14 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import imgcls
 from imgcls.engine import trainer
-from imgcls.engine.checkpoint import checkpoint_problem
-from imgcls.errors import Interrupted
+from imgcls.engine.checkpoint import checkpoint_problem, read_metadata
+from imgcls.errors import ImgclsError, Interrupted
+from imgcls.metrics.names import is_better
 
 TIMING = {"epoch_time_s", "train_time_s", "data_time_s", "step_time_s", "train_images_per_s"}
 
@@ -60,3 +67,125 @@ def test_t22_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_equals_the_st
     resumed = imgcls.train(resume=tmp_path / "stopped")
     assert _history(resumed.run_dir) == _history(straight.run_dir)
     assert resumed.metrics["test"] == straight.metrics["test"]
+
+
+def test_t20_a_nan_loss_stops_at_that_step_and_keeps_the_last_good_weights(fmnist_root, tmp_path, monkeypatch):
+    real_forward, calls = torch.nn.CrossEntropyLoss.forward, []
+
+    def nan_at_step_3_of_epoch_2(self, logits, labels):
+        calls.append(1)
+        loss = real_forward(self, logits, labels)
+        return loss * float("nan") if len(calls) == STEPS + 3 else loss
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", nan_at_step_3_of_epoch_2)
+    with pytest.raises(ImgclsError, match=r"diverged at epoch 2, step 3 \(the loss is nan\); the learning rate"):
+        imgcls.train(**_config(fmnist_root, tmp_path, "nan"))
+    run = tmp_path / "nan"
+    assert json.loads((run / "last" / "trainer_state.json").read_text())["epoch"] == 1
+    assert [row["epoch"] for row in _history(run)] == ["1"]
+    weights = load_file(str(run / "best.safetensors"))
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+    assert read_metadata(run / "best.safetensors")["epoch"] == 1
+
+
+def test_t20_a_huge_learning_rate_is_caught_at_the_first_non_finite_step(fmnist_root, tmp_path):
+    with pytest.raises(ImgclsError, match=r"diverged at epoch 1, step \d+ .*lower --lr"):
+        imgcls.train(**{**_config(fmnist_root, tmp_path, "huge"), "lr": 1e6, "epochs": 1})
+
+
+def test_t20_nan_never_counts_as_the_best_metric():
+    assert not is_better("loss", float("nan"), 0.5) and not is_better("accuracy", float("nan"), None)
+    assert is_better("loss", 0.4, float("nan")) and is_better("accuracy", 0.1, None)
+
+
+@pytest.mark.parametrize("failure", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                     RuntimeError("CUDA out of memory.")])
+def test_t21_out_of_memory_is_one_line_suggesting_a_smaller_batch(fmnist_root, tmp_path, monkeypatch, failure):
+    real_forward = torch.nn.CrossEntropyLoss.forward
+
+    def out_of_memory(self, logits, labels):
+        if logits.shape[0] > 8:
+            raise failure
+        return real_forward(self, logits, labels)
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", out_of_memory)
+    with pytest.raises(ImgclsError, match=r"out of memory training multilayer_cnn with batches of 16 at 28 px; "
+                                          r"lower --batch-size \(e.g. 8\)"):
+        imgcls.train(**_config(fmnist_root, tmp_path, "oom"))
+
+
+def _worker_fault(monkeypatch, fault) -> None:
+    """Make data-loading worker processes (never the main one) fail in `fault`'s way on their first batch."""
+    from imgcls.data.loader import TensorImageDataset
+
+    real = TensorImageDataset.__getitems__
+
+    def faulty(self, indices):
+        if torch.utils.data.get_worker_info() is not None:
+            fault()
+        return real(self, indices)
+
+    monkeypatch.setattr(TensorImageDataset, "__getitems__", faulty)
+
+
+def test_t23_a_worker_that_dies_ends_the_run_with_one_line(fmnist_root, tmp_path, monkeypatch):
+    _worker_fault(monkeypatch, lambda: os._exit(3))
+    with pytest.raises(ImgclsError, match=r"a data-loading worker process failed \(DataLoader worker \(pid"
+                                          r".*--workers 0"):
+        imgcls.train(**{**_config(fmnist_root, tmp_path, "dies"), "workers": 2})
+
+
+@pytest.mark.slow
+def test_t23_a_worker_that_hangs_ends_the_run_within_the_timeout(fmnist_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLS_WORKER_TIMEOUT_S", "3")
+    _worker_fault(monkeypatch, lambda: time.sleep(120))
+    started = time.monotonic()
+    with pytest.raises(ImgclsError, match=r"a data-loading worker process failed \(DataLoader timed out after 3"):
+        imgcls.train(**{**_config(fmnist_root, tmp_path, "hangs"), "workers": 2})
+    assert time.monotonic() - started < 60
+
+
+def _start_training(fmnist_root, runs, name):
+    command = [sys.executable, "-m", "imgcls", "train", "fashion-mnist", "--data-root", str(fmnist_root),
+               "--model", "multilayer_cnn", "--max-per-class", "150", "--epochs", "2", "--workers", "0",
+               "--runs-dir", str(runs), "--name", name, "--batch-size", "16", "--no-report", "--precision", "fp32"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = runs / name / "last" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    return process, state
+
+
+@pytest.mark.slow
+def test_t22_sigint_to_a_real_imgcls_train_saves_the_step_exits_130_and_resumes(fmnist_root, tmp_path):
+    process, state = _start_training(fmnist_root, tmp_path, "ctrl-c")
+    time.sleep(0.2)  # into epoch 2's steps
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert re.search(r"stopped by SIGINT at epoch 2, step \d+; the state there is saved in .*imgcls train --resume",
+                     stderr), stderr
+    assert "Traceback" not in stderr
+    saved = json.loads(state.read_text())
+    assert saved["epoch"] == 1 and saved["partial"]["steps"] > 0
+    resumed = subprocess.run([sys.executable, "-m", "imgcls", "train", "--resume", str(tmp_path / "ctrl-c")],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch 1 and {saved['partial']['steps']} steps of epoch 2" in resumed.stdout
+    assert [row["epoch"] for row in _history(tmp_path / "ctrl-c")] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_t22_a_second_sigterm_exits_at_once_and_leaves_a_complete_state(fmnist_root, tmp_path):
+    process, state = _start_training(fmnist_root, tmp_path, "twice")
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    process.communicate(timeout=60)
+    assert process.returncode in (-signal.SIGTERM, 143) and time.monotonic() - started < 5
+    run = tmp_path / "twice"
+    complete = [folder for folder in (run / "last", run / "last.old") if folder.is_dir()
+                and checkpoint_problem(folder) is None]
+    assert complete  # whatever the second signal interrupted, one complete state is there to resume from

@@ -1,5 +1,5 @@
 """The environment variables imgcls reads, each in one place: the default cache folder, what --precision auto is
-pinned to, the collective timeout, the launcher's rank variables (torchrun / accelerate launch) and MLflow's
+pinned to, the collective and data-loading worker timeouts, the launcher's rank variables (torchrun / accelerate launch) and MLflow's
 tracking address."""
 
 from __future__ import annotations
@@ -37,6 +37,20 @@ def collective_timeout_s() -> float:
     except ValueError:
         raise ImgclsError(f"{COLLECTIVE_TIMEOUT_ENV}={value} is not a number of seconds; set it to e.g. 600") \
             from None
+
+
+WORKER_TIMEOUT_ENV = "IMGCLS_WORKER_TIMEOUT_S"  # how long the training loop waits for a data-loading worker's batch
+DEFAULT_WORKER_TIMEOUT_S = 600
+
+
+def worker_timeout_s() -> float:
+    """Seconds to wait for one batch from a data-loading worker before failing (default 600): a worker that hangs
+    ends the run with a message instead of hanging it."""
+    value = os.environ.get(WORKER_TIMEOUT_ENV, "").strip()
+    try:
+        return float(value) if value else DEFAULT_WORKER_TIMEOUT_S
+    except ValueError:
+        raise ImgclsError(f"{WORKER_TIMEOUT_ENV}={value} is not a number of seconds; set it to e.g. 600") from None
 
 
 LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",

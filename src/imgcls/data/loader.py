@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from imgcls.config.variables import worker_timeout_s
 from imgcls.data.build import ImageSplit
 from imgcls.data.transforms import normalize_batch
 
@@ -120,5 +121,6 @@ def make_loader(dataset: _BatchDataset, batch_size: int, shuffle: bool, workers:
         generator=generator,
         drop_last=drop_last,
         persistent_workers=workers > 0,
+        timeout=worker_timeout_s() if workers > 0 else 0,  # a hung worker fails the run instead of hanging it
         pin_memory=torch.cuda.is_available(),
     )

@@ -159,7 +159,7 @@ def load_training_state(accelerator: Accelerator, run: RunFolder) -> LoopState:
     if not candidates:
         raise ImgclsError(f"{run.path} has no saved training state ({run.last_dir.name}/); "
                           f"it cannot be resumed, start a new run instead")
-    problems = []
+    problems: list[str] = []
     for folder in candidates:
         problem = checkpoint_problem(folder)
         if problem is None:

@@ -32,6 +32,7 @@ from imgcls.engine.checkpoint import (
     save_best_weights,
     save_training_state,
 )
+from imgcls.engine.failures import diverged, runtime_failure
 from imgcls.engine.inference import collect_logits
 from imgcls.engine.interrupt import EpochProgress, interrupted, stop_requested, stopping_on_signals
 from imgcls.engine.optim import build_optimizer, build_scheduler
@@ -76,6 +77,11 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
                                    compile_model=plan.compile, log_with=make_trackers(plan, run))
     try:
         return _fit(accelerator, model, loaders, plan, run, best, param_groups, frozen_params, resume)
+    except RuntimeError as error:  # torch.OutOfMemoryError is one; so are a data-loading worker's death and timeout
+        message = runtime_failure(error, plan)
+        if message is None:
+            raise
+        raise ImgclsError(message) from None
     finally:
         for tracker in accelerator.trackers:  # not end_training(): it would also end a torchrun job's process group
             tracker.finish()
@@ -143,9 +149,10 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
     )
 
 
-def _epoch_start(accelerator: Accelerator, train_loader: DataLoader, shuffle_generator: torch.Generator | None,
+def _epoch_start(accelerator: Accelerator, train_loader: Any, shuffle_generator: torch.Generator | None,
                  state: LoopState, seed: int, epoch: int) -> tuple[EpochProgress, DataLoader]:
-    """The epoch's progress (new, or where a signal stopped it: last/) and the batches it has left to run."""
+    """The epoch's progress (new, or where a signal stopped it: last/) and the batches it has left to run.
+    `train_loader` is the one Accelerate prepared (it has set_epoch)."""
     if shuffle_generator is not None:  # the order depends on the epoch only: exact resume
         shuffle_generator.manual_seed(seed * 100_003 + epoch)
     train_loader.set_epoch(epoch)
@@ -162,7 +169,8 @@ def _starting_state(accelerator: Accelerator, run: RunFolder, resume: bool) -> L
     state = load_training_state(accelerator, run)
     if accelerator.is_main_process:  # a kill after history.csv's write but before last/'s leaves a row too many
         run.write_history(state.history)
-        get_console().print(f"resuming {run.path} after epoch {state.epoch}")
+        steps = f" and {state.partial['steps']} steps of epoch {state.epoch + 1}" if state.partial else ""
+        get_console().print(f"resuming {run.path} after epoch {state.epoch}{steps}")
     return state
 
 
@@ -285,7 +293,7 @@ def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoad
             logits = model(images)
             loss = criterion(logits, labels)
             if not torch.isfinite(loss):  # before the update: the weights stay the last finite ones
-                raise ImgclsError(_diverged(loss, images, epoch, step))
+                raise ImgclsError(diverged(loss, images, epoch, step))
             accelerator.backward(loss)
             updates.optimizer.step()
             updates.scheduler.step()
@@ -328,13 +336,6 @@ def _epoch_totals(accelerator: Accelerator, progress: EpochProgress) -> dict[str
 
 
 # --- helpers ---
-
-def _diverged(loss: torch.Tensor, images: torch.Tensor, epoch: int, step: int) -> str:
-    """Why training stopped at a non-finite loss, and where; last/ and the best weights are the last good ones."""
-    cause = ("the batch holds non-finite pixel values: check the data" if not torch.isfinite(images).all()
-             else "the learning rate is likely too high: start again with a lower --lr")
-    return (f"training diverged at epoch {epoch + 1}, step {step + 1} (the loss is {float(loss)}); {cause}; "
-            f"last/ and the best weights keep the last good epoch")
 
 def _epoch_size(plan: TrainPlan, epoch: int) -> int | None:
     """With --progressive, the image side of this epoch's training batches; None without it."""
