@@ -25,20 +25,22 @@ def _history(run):
     return [{k: v if k == "kept_weights" else float(v) for k, v in row.items() if k not in timing} for row in rows]
 
 
-def _config(fmnist_root, runs_dir, name, epochs, precision):
+def _config(fmnist_root, runs_dir, name, epochs, precision, workers=0):
     return dict(source="fashion-mnist", data_root=str(fmnist_root), model="multilayer_cnn", max_per_class=60,
-                epochs=epochs, batch_size=32, workers=0, runs_dir=str(runs_dir), name=name, augment="light",
+                epochs=epochs, batch_size=32, workers=workers, runs_dir=str(runs_dir), name=name, augment="light",
                 precision=precision, report=False)
 
 
 # Bit-for-bit comparisons name their precision: each is exact within itself, and both must be.
-@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.slow)])
-def test_t01_resume_reproduces_the_uninterrupted_run_bit_for_bit(fmnist_root, tmp_path, monkeypatch, precision):
-    straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight", 3, precision))
+@pytest.mark.parametrize("precision, workers", [("fp32", 0), pytest.param("bf16", 0, marks=pytest.mark.slow),
+                                                pytest.param("fp32", 2, marks=pytest.mark.slow)])
+def test_t01_resume_reproduces_the_uninterrupted_run_bit_for_bit(fmnist_root, tmp_path, monkeypatch, precision,
+                                                                 workers):
+    straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight", 3, precision, workers))
 
     interrupt_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        imgcls.train(**_config(fmnist_root, tmp_path, "interrupted", 3, precision))
+        imgcls.train(**_config(fmnist_root, tmp_path, "interrupted", 3, precision, workers))
     monkeypatch.undo()
     assert len(_history(tmp_path / "interrupted")) == 2
     resumed = imgcls.train(resume=tmp_path / "interrupted")

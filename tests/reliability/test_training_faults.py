@@ -189,3 +189,47 @@ def test_t22_a_second_sigterm_exits_at_once_and_leaves_a_complete_state(fmnist_r
     complete = [folder for folder in (run / "last", run / "last.old") if folder.is_dir()
                 and checkpoint_problem(folder) is None]
     assert complete  # whatever the second signal interrupted, one complete state is there to resume from
+
+
+def _augmented_epochs(workers: int, epochs: int = 2):
+    """Per epoch, the training loader's batches as imgcls makes them (pixels as bytes), and the dataset."""
+    from imgcls.data.build import ImageSplit
+    from imgcls.data.loader import TensorImageDataset, make_loader, order_generator
+    from imgcls.data.transforms import train_transform
+
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (48, 3, 24, 24), dtype=torch.uint8, generator=generator)
+    dataset = TensorImageDataset(ImageSplit(images, torch.arange(48) % 3), (0.5,) * 3, (0.25,) * 3,
+                                 train_transform("strong", 24, True), seed=7)
+    loader = make_loader(dataset, 8, shuffle=True, workers=workers, seed=7)
+    epochs_seen = []
+    for epoch in range(epochs):
+        order_generator(loader).manual_seed(7 * 100_003 + epoch)  # as the training loop does
+        epochs_seen.append([batch.numpy().tobytes() for batch, _ in loader])
+    return epochs_seen, dataset
+
+
+def test_t26_t27_augmentation_is_one_stream_per_batch_whatever_the_workers_and_new_every_epoch(monkeypatch):
+    from imgcls.data.loader import TensorImageDataset, batch_seed
+
+    fetched, real = [], TensorImageDataset.__getitems__
+    monkeypatch.setattr(TensorImageDataset, "__getitems__",
+                        lambda self, indices: fetched.append(list(indices)) or real(self, indices))
+    alone, dataset = _augmented_epochs(workers=0)
+    monkeypatch.undo()
+    with_workers, _ = _augmented_epochs(workers=2)
+    assert alone == with_workers  # order and augmentation do not depend on the number of worker processes
+    batches = [batch for epoch in alone for batch in epoch]
+    assert [real(dataset, indices)[0].numpy().tobytes() for indices in fetched] == batches  # a batch's draws
+    assert alone[0] != alone[1] and len(set(batches)) == len(batches)  # new every epoch, no stream twice
+    shards = [batch_seed(list(range(rank, 48, 2))[:8], 7) for rank in (0, 1)]  # two processes' first batches
+    assert shards[0] != shards[1] and batch_seed(list(range(8)), 7) != batch_seed(list(range(8)), 8)
+
+
+def test_t27_the_same_seed_gives_the_same_run_and_another_seed_another(fmnist_root, tmp_path):
+    runs = [imgcls.train(**{**_config(fmnist_root, tmp_path, name), "epochs": 1, "seed": seed})
+            for name, seed in (("a", 1), ("b", 1), ("c", 2))]
+    weights = [load_file(str(run.run_dir / "best.safetensors")) for run in runs]
+    digests = [{key: tensor.numpy().tobytes() for key, tensor in found.items()} for found in weights]
+    assert _history(runs[0].run_dir) == _history(runs[1].run_dir) and digests[0] == digests[1]
+    assert _history(runs[0].run_dir) != _history(runs[2].run_dir) and digests[0] != digests[2]

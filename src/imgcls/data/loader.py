@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from imgcls.config.variables import worker_timeout_s
 from imgcls.data.build import ImageSplit
@@ -102,25 +102,37 @@ def _batch_as_is(batch):
 def make_loader(dataset: _BatchDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
                 drop_last: bool = False, balanced: bool = False) -> DataLoader:
     """A DataLoader that fetches whole batches from `dataset` (workers run the augmentation); `balanced` draws
-    every class equally often, with replacement, as many images per epoch as the dataset has."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    sampler = None
+    every class equally often, with replacement, as many images per epoch as the dataset has.
+
+    The order comes from the sampler's own generator (`order_generator`), which the training loop seeds each
+    epoch; the DataLoader's generator only seeds the worker processes. Shared, the two would tie the order to the
+    number of workers: a new worker pool draws from the generator, a persistent one does not."""
+    order = torch.Generator()
+    order.manual_seed(seed)
+    sampler: Sampler | None = None
     if balanced:
         labels = dataset.labels
         per_class = torch.bincount(labels).double()
         weights = (1.0 / per_class)[labels].tolist()
-        sampler = WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
+        sampler = WeightedRandomSampler(weights, len(weights), replacement=True, generator=order)
+    elif shuffle:
+        sampler = RandomSampler(dataset, generator=order)
+    workers_seed = torch.Generator()
+    workers_seed.manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=workers,
         collate_fn=_batch_as_is,
-        generator=generator,
+        generator=workers_seed,
         drop_last=drop_last,
         persistent_workers=workers > 0,
         timeout=worker_timeout_s() if workers > 0 else 0,  # a hung worker fails the run instead of hanging it
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def order_generator(loader: DataLoader) -> torch.Generator | None:
+    """The generator that orders `loader`'s samples (None when it keeps the dataset's order)."""
+    return getattr(loader.sampler, "generator", None)

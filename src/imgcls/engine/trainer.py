@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from imgcls.console import get_console
 from imgcls.engine.accelerator import make_accelerator
+from imgcls.data.loader import order_generator
 from imgcls.engine.checkpoint import (
     BestWeights,
     LoopState,
@@ -97,7 +98,7 @@ def _fit(accelerator: Accelerator, model: nn.Module, loaders: dict[str, DataLoad
     if accelerator.is_main_process:
         get_console().print(f"precision: {plan.precision} ({plan.precision_reason})"
                             f"{', channels_last' if plan.channels_last else ''}{', torch.compile' if plan.compile else ''}")
-    shuffle_generator = loaders["train"].generator
+    shuffle_generator = order_generator(loaders["train"])
     optimizer = build_optimizer(param_groups, plan)
     scheduler = build_scheduler(optimizer, plan, len(loaders["train"]))
     model, optimizer, scheduler, train_loader = accelerator.prepare(model, optimizer, scheduler, loaders["train"])
