@@ -51,13 +51,21 @@ def _signal_at(monkeypatch, signum: int, epoch: int, step: int) -> None:
     monkeypatch.setattr(trainer, "stop_requested", checked)
 
 
-def test_t22_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_equals_the_straight_one(fmnist_root, tmp_path,
+def test_t02_t22_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_equals_the_straight_one(fmnist_root, tmp_path,
                                                                                            monkeypatch):
+    from imgcls.data.loader import TensorImageDataset
+
+    fetched: list[list[int]] = []  # the training batches' sample indices, in the order they were fetched
+    real_fetch = TensorImageDataset.__getitems__
+    monkeypatch.setattr(TensorImageDataset, "__getitems__", lambda self, indices: (
+        fetched.append(list(indices)) if self.transform is not None else None) or real_fetch(self, indices))
     straight = imgcls.train(**_config(fmnist_root, tmp_path, "straight"))
+    straight_batches, fetched[:] = list(fetched), []
     _signal_at(monkeypatch, signal.SIGTERM, epoch=2, step=4)
     with pytest.raises(Interrupted) as stopped:
         imgcls.train(**_config(fmnist_root, tmp_path, "stopped"))
-    monkeypatch.undo()
+    stopped_batches, fetched[:] = fetched[: STEPS + 4], []  # one more may have been fetched ahead, not trained on
+    monkeypatch.setattr(trainer, "stop_requested", lambda accelerator: False)
     assert stopped.value.exit_code == 143 and "epoch 2, step 4" in str(stopped.value)
     last = tmp_path / "stopped" / "last"
     assert checkpoint_problem(last) is None
@@ -65,6 +73,7 @@ def test_t22_sigterm_mid_epoch_saves_that_step_and_the_resumed_run_equals_the_st
     assert state["epoch"] == 1 and state["partial"]["steps"] == 4 and state["partial"]["seen"] == 64
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the training
     resumed = imgcls.train(resume=tmp_path / "stopped")
+    assert stopped_batches + fetched == straight_batches  # the remaining samples: none twice, none skipped
     assert _history(resumed.run_dir) == _history(straight.run_dir)
     assert resumed.metrics["test"] == straight.metrics["test"]
 
