@@ -74,6 +74,7 @@ class TrainPlan:
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of each of the first epochs (then img_size)
     track: tuple[str, ...] = ()  # live curves to: tensorboard, mlflow
     tracking_uri: str = ""  # with mlflow: the store the runs go to
+    deterministic: bool = False  # torch.use_deterministic_algorithms while training
     # how eval, predict, serve and a linear probe's feature extraction run the model here (engine/inference_setting):
     # measured (the probe: before extracting; otherwise at the end of training, with bf16 checked against fp32)
     inference_precision: str = ""  # "": not decided (an older run): fp32 on CPUs
@@ -212,7 +213,8 @@ def make_plan(config: Config, data: PlannedData, defaults: DeclaredInput, precis
         weight_decay=weight_decay, momentum=optim.momentum, scheduler=optim.scheduler,
         warmup_epochs=optim.warmup_epochs, min_lr_ratio=optim.min_lr_ratio, step_epochs=optim.step_epochs,
         step_gamma=optim.step_gamma, label_smoothing=optim.label_smoothing, precision=precision[0],
-        precision_reason=precision[1], channels_last=channels_last, compile=train.compile, tta=tta,
+        precision_reason=precision[1], channels_last=channels_last, compile=train.compile,
+        deterministic=train.deterministic, tta=tta,
         monitor=train.monitor if "val" in data.splits else None, patience=train.patience,
         positive_class=positive_index(list(data.class_names), train.positive_class), seed=train.seed,
         train_metrics_images=TRAIN_METRICS_SAMPLE if sampled else train_images, erase=data_cfg.erase,

@@ -242,3 +242,72 @@ def test_t27_the_same_seed_gives_the_same_run_and_another_seed_another(fmnist_ro
     digests = [{key: tensor.numpy().tobytes() for key, tensor in found.items()} for found in weights]
     assert _history(runs[0].run_dir) == _history(runs[1].run_dir) and digests[0] == digests[1]
     assert _history(runs[0].run_dir) != _history(runs[2].run_dir) and digests[0] != digests[2]
+
+
+def test_t21_auto_batch_size_halves_until_a_step_fits_and_says_so(fmnist_root, tmp_path, monkeypatch, capsys):
+    real_conv = torch.nn.Conv2d.forward
+
+    def small_memory(self, images):  # as Accelerate's tests fake it: a training step above 8 images runs out
+        if torch.is_grad_enabled() and images.shape[0] > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_conv(self, images)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", small_memory)
+    run = imgcls.train(**{**_config(fmnist_root, tmp_path, "auto"), "batch_size": 32, "epochs": 1,
+                          "auto_batch_size": True})
+    plan = json.loads((run.run_dir / "plan.json").read_text())
+    assert plan["batch_size"] == 8 and plan["notes"]["batch_size"] == "auto: 32, 16 ran out of memory, 8 fits"
+    assert plan["lr"] == 1e-3  # AdamW's rate does not follow the batch; SGD's would (linear scaling)
+    assert "--auto-batch-size: batches of 8 (out of memory at 32, 16)" in capsys.readouterr().err
+    import yaml
+
+    assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["train"]["batch_size"] == 32  # as asked
+
+
+def test_t27_deterministic_runs_the_steps_with_deterministic_algorithms_and_restores_them(fmnist_root, tmp_path,
+                                                                                          monkeypatch):
+    real_forward, modes = torch.nn.CrossEntropyLoss.forward, []
+
+    def spying(self, logits, labels):
+        modes.append(torch.are_deterministic_algorithms_enabled())
+        return real_forward(self, logits, labels)
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", spying)
+    run = imgcls.train(**{**_config(fmnist_root, tmp_path, "exact"), "epochs": 1, "deterministic": True})
+    assert modes and all(modes) and not torch.are_deterministic_algorithms_enabled()
+    assert json.loads((run.run_dir / "plan.json").read_text())["deterministic"] is True
+    refused = RuntimeError("adaptive_avg_pool2d_backward_cuda does not have a deterministic implementation, but you "
+                           "set 'torch.use_deterministic_algorithms(True)'. You can turn off determinism ...")
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", lambda self, logits, labels: (_ for _ in ()).throw(
+        refused))
+    with pytest.raises(ImgclsError, match="^adaptive_avg_pool2d_backward_cuda does not have a deterministic "
+                                          "implementation; train without --deterministic on this device"):
+        imgcls.train(**{**_config(fmnist_root, tmp_path, "refused"), "epochs": 1, "deterministic": True})
+
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="[GPU] row: needs a CUDA device (none here)")
+
+
+@GPU
+def test_t21_gpu_auto_batch_size_finds_a_batch_that_fits_a_real_allocation(class_folders, tmp_path):
+    total = torch.cuda.get_device_properties(0).total_memory
+    asked = 1 << 20  # a million 224-px images: far past any GPU's memory
+    run = imgcls.train(str(class_folders), model="resnet18", img_size=224, epochs=1, batch_size=asked,
+                       auto_batch_size=True, workers=0, runs_dir=str(tmp_path), name="gpu", report=False)
+    plan = json.loads((run.run_dir / "plan.json").read_text())
+    assert plan["batch_size"] < asked and "ran out of memory" in plan["notes"]["batch_size"], total
+
+
+@GPU
+def test_t01_t27_gpu_deterministic_reruns_are_bit_exact_or_name_the_op_that_cannot_be(class_folders, tmp_path):
+    """Either promise of the row: two --deterministic runs give the same weights bit for bit, or an operation
+    without a deterministic CUDA version (e.g. adaptive average pooling's backward) is one clear line."""
+    try:
+        runs = [imgcls.train(str(class_folders), model="resnet18", img_size=64, epochs=2, batch_size=8, workers=0,
+                             deterministic=True, runs_dir=str(tmp_path), name=name, report=False, precision="fp32")
+                for name in ("a", "b")]
+    except ImgclsError as error:
+        assert "does not have a deterministic implementation; train without --deterministic" in str(error)
+        return
+    weights = [load_file(str(run.run_dir / "best.safetensors")) for run in runs]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

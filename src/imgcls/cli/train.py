@@ -119,6 +119,12 @@ def _add_run_flags(g) -> None:
                    "each image and its mirror, averaging the probabilities")
     g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model (slow first "
                    "steps, faster after)")
+    g.add_argument("--deterministic", action="store_const", const=True, help="deterministic algorithms only "
+                   "(torch.use_deterministic_algorithms): bit-exact reruns on GPUs too, slower; an operation without a "
+                   "deterministic version is an error (CPU runs are reproducible without it)")
+    g.add_argument("--auto-batch-size", action="store_const", const=True, help="halve --batch-size until a "
+                   "training step fits in the device's memory; the learning rate follows its usual rule (SGD: scaled "
+                   "with the batch; Adam(W) and an asked --lr: unchanged)")
     g.add_argument("--monitor", help="val metric that picks the best epoch: accuracy | loss | balanced_accuracy "
                    "| f1_macro | mcc | roc_auc; last: keep the last epoch (val is still measured)")
     g.add_argument("--patience", type=int, help="stop after N epochs without improvement (0 = off)")

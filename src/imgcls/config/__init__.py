@@ -105,6 +105,8 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16/fp16 on GPUs; on CPUs bf16 only where it measures faster than fp32
     channels_last: bool = True  # NHWC memory for convolutional models (faster oneDNN / cuDNN kernels)
     compile: bool = False  # torch.compile the model (inductor): pays a compile once, faster steps after
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact reruns on GPUs too (slower)
+    auto_batch_size: bool = False  # halve batch_size until a training step fits in the device's memory
     tta: bool = False  # evaluate and predict on each image and its mirror, averaging the probabilities
     report: bool = True  # draw the figures and report.html at the end (off: metrics and predictions only)
     monitor: str = "accuracy"

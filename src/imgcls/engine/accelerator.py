@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -11,6 +14,24 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, broadcast_object_list, set_seed
 
 from imgcls.console import quiet_unless_main
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """With `enabled` (--deterministic), torch's deterministic algorithms only and no cuDNN autotuning while the
+    block runs (cuBLAS gets the workspace setting it needs for that); the process's settings are restored after."""
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
 def make_accelerator(precision: str, seed: int | None = None, find_unused_parameters: bool = False,

@@ -16,6 +16,9 @@ def runtime_failure(error: RuntimeError, plan: TrainPlan) -> str | None:
     if isinstance(error, torch.OutOfMemoryError) or "out of memory" in text.lower():
         return (f"out of memory training {plan.model} with batches of {plan.batch_size} at {plan.img_size} px; "
                 f"lower --batch-size (e.g. {max(1, plan.batch_size // 2)}) or --img-size")
+    if "does not have a deterministic implementation" in text:
+        return (f"{first_line(error).split(', but you set')[0]}; train without --deterministic on this device "
+                f"(CPU runs are reproducible without it)")
     if "DataLoader worker" in text or "DataLoader timed out" in text:
         return (f"a data-loading worker process failed ({first_line(error)}); run with --workers 0 to see the "
                 f"error in the main process")

@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from imgcls.console import get_console
-from imgcls.engine.accelerator import make_accelerator
+from imgcls.engine.accelerator import deterministic_algorithms, make_accelerator
 from imgcls.data.loader import order_generator
 from imgcls.engine.checkpoint import (
     BestWeights,
@@ -77,7 +77,8 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], plan: TrainPlan, run: 
     accelerator = make_accelerator(plan.precision, find_unused_parameters=bool(frozen_params and plan.freeze_epochs),
                                    compile_model=plan.compile, log_with=make_trackers(plan, run))
     try:
-        return _fit(accelerator, model, loaders, plan, run, best, param_groups, frozen_params, resume)
+        with deterministic_algorithms(plan.deterministic):
+            return _fit(accelerator, model, loaders, plan, run, best, param_groups, frozen_params, resume)
     except RuntimeError as error:  # torch.OutOfMemoryError is one; so are a data-loading worker's death and timeout
         message = runtime_failure(error, plan)
         if message is None:

@@ -25,6 +25,7 @@ from imgcls.data import DataBundle, build_dataset, native_image_size
 from imgcls.data.problems import warn_about_data
 from imgcls.data.fingerprints import fingerprint_changes, split_fingerprints
 from imgcls.engine.accelerator import process_state, share_from_main
+from imgcls.engine.batch_size import fitting_batch_size
 from imgcls.engine.checkpoint import BestWeights, update_metadata, weights_metadata
 from imgcls.engine.decisions import Predictions, apply_decisions, fit_decisions
 from imgcls.engine.inference import precision_agreement
@@ -135,6 +136,9 @@ def _plan_run(config: Config, bundle: DataBundle, defaults: ModelDefaults, size_
         unfuse_cpu_attention(model, plan.precision)
         return plan
     timings = cache_dir_of(config.data) / "precision.json"
+    batch_note = ""
+    if config.train.auto_batch_size and not config.model.linear_probe:
+        config, batch_note = _fitting_batch(config, model, bundle)
     if config.model.linear_probe:  # the head trains on cached features; the backbone only infers, once
         extraction = share_from_main(fastest_setting(model, (bundle.channels, bundle.img_size, bundle.img_size),
                                                      config.train.precision, timings, auto_precision_override())
@@ -152,8 +156,25 @@ def _plan_run(config: Config, bundle: DataBundle, defaults: ModelDefaults, size_
     precision = agreed_precision(config.train.precision, model, input_shape, timings, channels_last,
                                  auto_precision_override())
     unfuse_cpu_attention(model, precision[0])
-    return make_plan(config, bundle, defaults, precision, channels_last, world_size, size_note,
+    plan = make_plan(config, bundle, defaults, precision, channels_last, world_size, size_note,
                      gpu=torch.cuda.is_available())
+    return replace(plan, notes={**plan.notes, "batch_size": batch_note}) if batch_note else plan
+
+
+def _fitting_batch(config: Config, model: nn.Module, bundle: DataBundle) -> tuple[Config, str]:
+    """--auto-batch-size: the config with the largest batch, from the asked one down by halves, whose training
+    step fits in memory, and how it was found; every process takes the main process's answer."""
+    asked = config.train.batch_size
+    precision = config.train.precision if config.train.precision in ("bf16", "fp16") else "fp32"
+    state = process_state()
+    shape = (bundle.channels, bundle.img_size, bundle.img_size)
+    size, refused = share_from_main(fitting_batch_size(model, shape, asked, precision, state.device)
+                                    if state.is_main_process else None)
+    note = f"auto: {', '.join(map(str, refused))} ran out of memory, {size} fits" if refused else \
+        f"auto: {asked} fits"
+    if refused:
+        warn(f"--auto-batch-size: batches of {size} (out of memory at {', '.join(map(str, refused))})")
+    return replace(config, train=replace(config.train, batch_size=size)), note
 
 
 def _check_same_data(run: RunFolder, plan: TrainPlan, bundle: DataBundle) -> None:
