@@ -119,7 +119,10 @@ def _classifier_call(classifier: ServedClassifier, batcher: DynamicBatcher, sett
     decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="imgcls-decode")
 
     async def classify(data: bytes, topk: int) -> dict[str, Any]:
-        batcher.announce()
+        try:
+            batcher.announce()
+        except Overloaded:
+            raise _at_capacity() from None
         try:
             image = await asyncio.get_running_loop().run_in_executor(decoders, decode_upload, data, classifier,
                                                                      settings.max_pixels)
@@ -129,13 +132,17 @@ def _classifier_call(classifier: ServedClassifier, batcher: DynamicBatcher, sett
         try:
             probs = await asyncio.wait_for(batcher.submit(image, announced=True), settings.timeout_s)
         except Overloaded:
-            raise RequestError(503, "the server is at capacity; retry shortly") from None
+            raise _at_capacity() from None
         except TimeoutError:
             raise RequestError(504, f"no answer within {settings.timeout_s:g} s (--timeout-s)") from None
         return {"decision": rule.decide(probs[None])[0],
                 "predictions": top_classes(probs[None], classifier.class_names, topk)[0]}
 
     return classify
+
+
+def _at_capacity() -> RequestError:
+    return RequestError(503, "the server is at capacity; retry shortly")
 
 
 def _prediction_routes(app, classify, settings: ServeSettings, description: dict) -> None:

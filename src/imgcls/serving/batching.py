@@ -4,7 +4,9 @@ Each request puts its decoded image on a bounded queue and awaits its result. On
 waiting image, gathers more for at most `max_wait_s` (or until `max_batch`), and runs the batch in a worker
 thread, so the event loop keeps accepting requests while the model computes. It waits only while other
 requests are on their way (announced, still decoding): a lone request is not delayed. A full queue is refused at
-once (the caller answers 503 + Retry-After) instead of letting latency grow without bound.
+once (the caller answers 503 + Retry-After) instead of letting latency grow without bound; the images being
+decoded count as queued, so a refusal comes before the decode (under overload, refusals would else take the
+CPU the admitted requests need).
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ class DynamicBatcher:
         return self.queue
 
     def announce(self) -> None:
-        """A request has arrived and will submit an image soon (once decoded): worth waiting for."""
+        """A request has arrived and will submit an image soon (once decoded): worth waiting for. It holds a
+        place in the queue from now on, so a full server refuses it (Overloaded) before it spends a decode."""
+        if self.depth + self.arriving >= self.max_queue:
+            raise Overloaded
         self.arriving += 1
 
     async def submit(self, image, announced: bool = False):
