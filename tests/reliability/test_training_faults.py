@@ -156,7 +156,7 @@ def test_t23_a_worker_that_hangs_ends_the_run_within_the_timeout(fmnist_root, tm
 
 def _start_training(fmnist_root, runs, name):
     command = [sys.executable, "-m", "imgcls", "train", "fashion-mnist", "--data-root", str(fmnist_root),
-               "--model", "multilayer_cnn", "--max-per-class", "150", "--epochs", "2", "--workers", "0",
+               "--model", "multilayer_cnn", "--max-per-class", "500", "--epochs", "2", "--workers", "0",
                "--runs-dir", str(runs), "--name", name, "--batch-size", "16", "--no-report", "--precision", "fp32"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = runs / name / "last" / "trainer_state.json"
@@ -169,7 +169,7 @@ def _start_training(fmnist_root, runs, name):
 @pytest.mark.slow
 def test_t22_sigint_to_a_real_imgcls_train_saves_the_step_exits_130_and_resumes(fmnist_root, tmp_path):
     process, state = _start_training(fmnist_root, tmp_path, "ctrl-c")
-    time.sleep(0.2)  # into epoch 2's steps
+    time.sleep(0.25)  # into epoch 2's steps (an epoch of 5,000 images takes about a second or more)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
