@@ -45,6 +45,8 @@ def start(model: Path, *flags: str) -> tuple[subprocess.Popen, str]:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return process, url
         except httpx.HTTPError:
+            if process.poll() is not None:  # it failed to start: say why at once
+                break
             time.sleep(0.2)
     process.kill()
     raise SystemExit(f"server did not start: {process.stderr.read()[-2000:]}")

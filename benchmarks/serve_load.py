@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import psutil
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from host import describe, host_speed  # noqa: E402
 from load_generator import LoadResult, hey_command, machine_busy_s, parse_hey, run_hey  # noqa: E402
 from results_file import command_line, replace_section  # noqa: E402
+from serve import rss_mib, start  # noqa: E402
 
 MARKER = "## Serving under load (T30)"
 OVERLOAD_QUEUE = 16  # --max-queue of the overload server; it admits 32 (batch) + 16 images, hey sends twice that
@@ -147,23 +147,6 @@ def offline_limit(served: Served, jpeg: bytes, seconds: float) -> None:
     served.backend = f"{classifier.backend} {classifier.precision}"
 
 
-def start_server(model: Path, flags: list[str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "imgcls", "serve", str(model), "--host", "127.0.0.1",
-                                "--port", str(port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1):
-                return process, url
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"the server did not start: {process.stderr.read().decode()[-2000:]}")
-
-
 def stop_server(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -173,21 +156,9 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def rss_mib(pid: int) -> float:
-    return psutil.Process(pid).memory_info().rss / 2**20
-
-
 def sweep(served: Served, jpeg_path: Path, label: str, flags: list[str], levels: list[int], seconds: float) -> None:
     """Every concurrency level against one server; its RSS after a warm-up and after the sweep."""
-    process, url = start_server(served.model, flags)
+    process, url = start(served.model, *flags)
     try:
         # warm-up at the top level: the allocators and onnxruntime's arena grow to the largest batch once
         run_hey(url, jpeg_path, max(levels), 3, process.pid)
@@ -207,7 +178,7 @@ def overload(served: Served, jpeg_path: Path, jpeg: bytes, seconds: float) -> tu
     """hey at twice the images the server admits (--max-batch 32 + --max-queue OVERLOAD_QUEUE); returns the
     result, the Retry-After of a 503 caught meanwhile, and the concurrency."""
     admitted = 32 + OVERLOAD_QUEUE
-    process, url = start_server(served.model, ["--max-queue", str(OVERLOAD_QUEUE)])
+    process, url = start(served.model, "--max-queue", str(OVERLOAD_QUEUE))
     try:
         load_average = os.getloadavg()[0]
         client = subprocess.Popen(hey_command(url, jpeg_path, 2 * admitted, seconds), stdout=subprocess.PIPE,
