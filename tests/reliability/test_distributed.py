@@ -203,7 +203,7 @@ def test_t25_a_process_killed_mid_epoch_or_mid_save_ends_the_job_and_leaves_epoc
 
     _, photos = photo_run
     started = time.monotonic()
-    result = torchrun("train", str(photos), "--model", "multilayer_cnn", "--img-size", "28", "--epochs", "3",
+    result = torchrun("train", str(photos), "--model", "multilayer_cnn", "--img-size", "28", "--epochs", "2",
                       "--batch-size", "4", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--name", "killed",
                       tmp_path=tmp_path, hook=hook, timeout=240)
     assert result.returncode != 0
@@ -216,7 +216,7 @@ def test_t25_a_process_killed_mid_epoch_or_mid_save_ends_the_job_and_leaves_epoc
     epoch = json.loads((complete[0] / "trainer_state.json").read_text())["epoch"]
     assert epoch == 1  # epoch 2's state never became last/: the survivor did not promote a partial save
     resumed = imgcls.train(resume=run.path)  # and the job goes on from there, on one process
-    assert _history_epochs(run.path) == ["1", "2", "3"] and resumed.metrics["val"]["num_samples"] > 0
+    assert _history_epochs(run.path) == ["1", "2"] and resumed.metrics["val"]["num_samples"] > 0
 
 
 def _history_epochs(run: Path) -> list[str]:

@@ -285,6 +285,7 @@ def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoad
     correct = torch.tensor(progress.correct, device=device, dtype=torch.long)
     seen = torch.tensor(progress.seen, device=device, dtype=torch.long)
     size = _epoch_size(plan, epoch)
+    check_every = 1 if device.type == "cpu" else 10  # reading the loss stalls a GPU's queue: not every step there
     started = waited_from = time.perf_counter()
     with _progress(accelerator, updates.steps_per_epoch, f"epoch {epoch + 1}/{plan.epochs}") as advance:
         for step, (images, labels) in enumerate(loader, start=progress.steps):
@@ -294,7 +295,7 @@ def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoad
                 images = resize_batch(images, size)
             logits = model(images)
             loss = criterion(logits, labels)
-            if not torch.isfinite(loss):  # before the update: the weights stay the last finite ones
+            if step % check_every == 0 and not torch.isfinite(loss):  # before the update: the weights stay finite
                 raise ImgclsError(diverged(loss, images, epoch, step))
             accelerator.backward(loss)
             updates.optimizer.step()
@@ -310,7 +311,8 @@ def train_one_epoch(accelerator: Accelerator, model: nn.Module, loader: DataLoad
             waited_from = time.perf_counter()
             progress.step_time_s += waited_from - got_batch
             progress.steps = step + 1
-            if progress.steps < updates.steps_per_epoch and stop_requested(accelerator):
+            asking = accelerator.num_processes == 1 or step % check_every == 0  # several: a collective
+            if progress.steps < updates.steps_per_epoch and asking and stop_requested(accelerator):
                 progress.stopped = True
                 break
     progress.train_time_s += time.perf_counter() - started
