@@ -35,6 +35,7 @@ from imgcls.data.images import decode_files
 from imgcls.data.transforms import normalize_batch
 from imgcls.engine.explain import cam_layer, explain_images, is_vit, spatial_layers
 from imgcls.engine.faithfulness import deletion_insertion, random_maps
+from imgcls.engine.map_choice import choose_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,10 +44,11 @@ from tests.helpers import make_cue_folder  # noqa: E402
 
 SIDE, SQUARE, MARGIN = 64, 12, 2
 TRAIN_SEED, TEST_SEEDS, TEST_PER_SEED = 0, (1, 2, 3), 20
-CNN_METHODS = ("auto", "gradcam", "gradcam++", "eigencam", "layercam")
+CNN_METHODS = ("auto", "gradcam", "hirescam", "gradcam++", "eigencam", "layercam")
 VIT_METHODS = ("auto", "gradcam")
 MARKER = "## Measured: a cue at a random place"
 RANDOMISED = ("gradcam", "gradcam++", "layercam")  # CAMs whose maps are also drawn with random weights
+BY_HAND = {"convnext_atto@64": ("layercam", "stem")}  # --method/--layer an expert would pick (docs/explain.md)
 SCORECAM_MAX_SIDE = 128  # ScoreCAM (one forward pass per channel) for the CNNs up to this input size
 
 
@@ -80,6 +82,7 @@ def score_cam(model, batch: torch.Tensor, targets: list[int]) -> np.ndarray:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     with ScoreCAM(model=model, target_layers=[cam_layer(model, batch[:1]).module]) as cam:
+        cam.batch_size = 64  # masked images per forward pass (the library's default is 16)
         return np.concatenate([cam(input_tensor=batch[start:start + 4],
                                    targets=[ClassifierOutputTarget(t) for t in targets[start:start + 4]])
                                for start in range(0, len(batch), 4)])
@@ -113,16 +116,39 @@ def spearman(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def measure(label: str, root: Path, test: list[tuple[str, tuple[int, int]]]) -> dict:
+def _auto_choice(loaded, val: Path):
+    """`auto` as a run's report makes it: each CAM's faithfulness on 16 images spread over the val split, for
+    the predicted classes (engine/map_choice)."""
+    files = sorted(val.rglob("*.png"))
+    files = [files[round(i)] for i in np.linspace(0, len(files) - 1, 16)]
+    images, _, _ = decode_files(files, loaded.img_size, loaded.in_chans, loaded.interpolation)
+    batch = normalize_batch(torch.from_numpy(images), loaded.mean, loaded.std)
+    with torch.no_grad():
+        predicted = loaded.model.eval()(batch).argmax(1).tolist()
+    return choose_method(loaded.model, batch, predicted, split="val")
+
+
+def _trained(label: str, root: Path, reuse: Path | None) -> tuple[Path, float, float | None]:
+    """The run of `label` trained on root/data: RUN, its val accuracy and training seconds; a run of the same
+    recipe and data under `reuse`/runs is taken as it is (None seconds)."""
     name, size, overrides = MODELS[label]
+    folder = label.replace("@", "-")
+    if reuse is not None and (reuse / "runs" / folder / "best.safetensors").is_file():
+        run = reuse / "runs" / folder
+        metrics = json.loads((run / "metrics.json").read_text())
+        return run, metrics["val"]["accuracy"]["value"], None
     overrides = {key: value() if callable(value) else value for key, value in overrides.items()}
     started = time.perf_counter()
     settings = {"hflip": False, "augment": "none", **overrides}  # plain training unless a model needs more
     outcome = imgcls.train(str(root / "data"), model=name, img_size=size, batch_size=32, workers=0,
-                           runs_dir=str(root / "runs"), name=label.replace("@", "-"), report=False, seed=TRAIN_SEED,
-                           **settings)
-    trained_s = time.perf_counter() - started
-    loaded = imgcls.load(outcome.run_dir)
+                           runs_dir=str(root / "runs"), name=folder, report=False, seed=TRAIN_SEED, **settings)
+    return outcome.run_dir, outcome.metrics["val"]["accuracy"]["value"], round(time.perf_counter() - started, 1)
+
+
+def measure(label: str, root: Path, test: list[tuple[str, tuple[int, int]]], reuse: Path | None = None) -> dict:
+    name, size, overrides = MODELS[label]
+    run_dir, val_accuracy, trained_s = _trained(label, root, reuse)
+    loaded = imgcls.load(run_dir)
     images, _, _ = decode_files([Path(path) for path, _ in test], loaded.img_size, loaded.in_chans,
                                 loaded.interpolation)
     batch = normalize_batch(torch.from_numpy(images), loaded.mean, loaded.std)
@@ -132,16 +158,23 @@ def measure(label: str, root: Path, test: list[tuple[str, tuple[int, int]]]) -> 
     model = loaded.model.eval()
     with torch.no_grad():
         predicted_marked = float((model(batch).argmax(1) == marked).float().mean())
-    row: dict = {"model": label, "val_accuracy": outcome.metrics["val"]["accuracy"]["value"],
-                 "test_marked_recall": predicted_marked, "train_s": round(trained_s, 1), "peaks": {}}
+    row: dict = {"model": label, "val_accuracy": val_accuracy, "test_marked_recall": predicted_marked,
+                 "train_s": trained_s, "peaks": {}}
+    choice = _auto_choice(loaded, root / "data" / "val")
+    row["choice"] = choice.to_dict()
     methods = VIT_METHODS if is_vit(model) else CNN_METHODS
     default = None
     for method in methods:
-        maps = explain_images(model, batch, targets, method)
+        maps = explain_images(model, batch, targets, *((choice.method, choice.layer) if method == "auto" else
+                                                       (method, None)))
         row["peaks"][method] = peak_on_cue(maps.maps, corners)
         if method == "auto":
             default = maps
             row.update(source=maps.source, coarse=maps.coarse, strict=peak_on_cue(maps.maps, corners, margin=0))
+    if label in BY_HAND:
+        method, layer = BY_HAND[label]
+        row["peaks"]["by hand"] = peak_on_cue(explain_images(model, batch, targets, method, layer).maps, corners)
+        row["by_hand"] = f"{method} at {layer}"
     if not is_vit(model) and size <= SCORECAM_MAX_SIDE:
         row["peaks"]["scorecam"] = peak_on_cue(score_cam(model, batch, targets), corners)
     if not is_vit(model):
@@ -157,7 +190,7 @@ def measure(label: str, root: Path, test: list[tuple[str, tuple[int, int]]]) -> 
     torch.manual_seed(1)
     options = overrides.get("options", {})
     random_model = imgcls.create_model(name, num_classes=2, in_chans=loaded.in_chans, img_size=size, **options).eval()
-    layer = None if default.method == "rollout" else cam_layer(model, batch[:1]).name
+    layer = None if default.method == "rollout" else default.layer  # auto's layer
     row["randomised"] = {}
     for method in dict.fromkeys([default.method, *(() if is_vit(model) else RANDOMISED)]):
         trained = default if method == default.method else explain_images(model, batch, targets, method, layer=layer)
@@ -169,21 +202,29 @@ def measure(label: str, root: Path, test: list[tuple[str, tuple[int, int]]]) -> 
 
 def table(rows: list[dict]) -> str:
     methods = list(dict.fromkeys(method for row in rows for method in row["peaks"]))
-    lines = ["| model | maps from (auto) | val acc | " + " | ".join(methods) + " | auto, strict | faithfulness: maps / "
-             "random / cue mask | random weights, auto: Spearman / peaks on cue | random weights, Spearman: "
-             "gradcam / gradcam++ / layercam |",
-             "|---" * (len(methods) + 7) + "|"]
+    lines = ["| model | maps from (auto) | auto on val: the default's score, the chosen's | val acc | " +
+             " | ".join(methods) + " | auto, strict | faithfulness: maps / random / cue mask | random weights, auto: "
+             "Spearman / peaks on cue | random weights, at auto's layer, Spearman: gradcam / gradcam++ / layercam |",
+             "|---" * (len(methods) + 8) + "|"]
     for row in rows:
         peaks = " | ".join(f"{round(row['peaks'][m] * 60)}/60" if m in row["peaks"] else "–" for m in methods)
         faithful, randomised = row["faithfulness"], row["randomised"]
-        auto = randomised[row["source"].split(" at ")[0]]
+        auto = randomised[row["source"].split(" ")[0]]
         others = " / ".join(f"{randomised[m]['spearman']:.2f}" for m in RANDOMISED) if RANDOMISED[0] in randomised \
             else "–"
-        lines.append(f"| {row['model']} | {row['source']}{' (coarse)' if row['coarse'] else ''} | "
-                     f"{row['val_accuracy']:.3f} | {peaks} | {round(row['strict'] * 60)}/60 | {faithful['maps']:.2f}"
-                     f" / {faithful['random maps']:.2f} / {faithful['cue mask']:.2f} | {auto['spearman']:.2f} / "
-                     f"{round(auto['peak'] * 60)}/60 | {others} |")
-    return "\n".join(lines)
+        scores = list(row.get("choice", {}).get("scores", {}).values())
+        chosen = row.get("choice", {}).get("scores", {}).get(row["source"].rsplit(" (", 1)[0])
+        compared = f"{scores[0]:.2f}, {chosen:.2f}" if scores and chosen is not None else "–"
+        lines.append(f"| {row['model']}{' (earlier run)' if row.get('kept') else ''} | {row['source']}"
+                     f"{' (coarse)' if row['coarse'] else ''} | {compared} | {row['val_accuracy']:.3f} | {peaks} | "
+                     f"{round(row['strict'] * 60)}/60 | {faithful['maps']:.2f} / {faithful['random maps']:.2f} / "
+                     f"{faithful['cue mask']:.2f} | {auto['spearman']:.2f} / {round(auto['peak'] * 60)}/60 | {others} |")
+    by_hand = [f"{row['model']}: {row['by_hand']}" for row in rows if "by_hand" in row]
+    notes = [f"By hand: {'; '.join(by_hand)}."] if by_hand else []
+    if any(row.get("kept") for row in rows):
+        notes.append("Rows marked (earlier run) were not measured again: their auto is Grad-CAM (HiResCAM for "
+                     "multilayer_cnn) by structure, before auto compared the CAMs' faithfulness.")
+    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes)
 
 
 def main() -> None:
@@ -191,6 +232,9 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated labels of MODELS (default: all)")
     parser.add_argument("--out", default="docs/explain.md", help="the Markdown file whose section is replaced")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--reuse", type=Path, help="a folder whose runs/LABEL trained the same recipe on the same "
+                        "data (the generator is seeded): explained, not trained again")
+    parser.add_argument("--keep", type=Path, help="rows of an earlier --json for the models not measured now")
     args = parser.parse_args()
     labels = args.only.split(",") if args.only else list(MODELS)
     with tempfile.TemporaryDirectory() as scratch:
@@ -202,8 +246,12 @@ def main() -> None:
             test += sorted(corners.items(), key=lambda item: int(Path(item[0]).stem))
         rows = []
         for label in labels:
-            rows.append(measure(label, root, test))
+            rows.append(measure(label, root, test, args.reuse))
             print(json.dumps(rows[-1]), flush=True)
+    if args.keep:
+        earlier = {row["model"]: row for row in json.loads(args.keep.read_text())}
+        rows = [next((row for row in rows if row["model"] == label), None) or {**earlier[label], "kept": True}
+                for label in MODELS if label in labels or label in earlier]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     text = (f"{MARKER}\n\n`{command_line()}`\n\n{table(rows)}\n")

@@ -205,3 +205,63 @@ def test_a_model_that_looks_at_the_cue_scores_near_the_cue_itself(cnn, cue_data)
     chance = deletion_insertion(cnn.model, batch, random_maps(len(batch), SIDE, SIDE), marked).score
     assert best > 0.3  # greying out the cue first takes the class away at once (measured: 0.49)
     assert found > 0.8 * best and abs(chance) < 0.15  # measured: 0.49 and 0.004
+
+
+NONE_LIKE_RANDOM = [0.0] * 6
+
+
+@pytest.mark.parametrize("scores, randomised, chosen", [
+    ([0.50, 0.53, 0.52, 0.49, 0.51, 0.54], NONE_LIKE_RANDOM, 0),  # none 0.05 above the default: it stays
+    ([0.10, 0.57, 0.69, -0.06, 0.30, 0.33], NONE_LIKE_RANDOM, 2),  # Lite0's: LayerCAM at the same layer
+    ([0.09, 0.05, 0.06, 0.41, 0.40, 0.40], NONE_LIKE_RANDOM, 3),  # ConvNeXt's: the finer layer
+    ([0.10, 0.57, 0.69, -0.06, 0.30, 0.33], [0, 0, 0.6, 0, 0, 0], 1),  # the best is like a random model's
+    ([0.10, 0.57, 0.69, -0.06, 0.30, 0.33], [-0.07, 0.16, 0.26, 0, 0, 0], 2),  # Lite0's: less alike is no rule
+    ([0.50, 0.53, 0.52, 0.49, 0.51, 0.54], [0.6] * 6, 0),  # the default is never barred
+    ([0.09, 0.05, 0.06, 0.405, 0.399, 0.395], [0.15, 0.12, 0.13, 0.20, 0.04, -0.01], 5),  # ConvNeXt's near-tie
+])
+def test_auto_keeps_gradcam_unless_another_cam_is_measurably_more_faithful(monkeypatch, scores, randomised, chosen):
+    """The default (Grad-CAM at the layer chosen by resolution) is replaced only by a candidate 0.05 more
+    faithful, and not by one whose maps look like a random-weights model's (the randomisation check)."""
+    from types import SimpleNamespace
+
+    from imgcls.engine import map_choice
+    from imgcls.engine.explain import Maps
+
+    model = imgcls.create_model("resnet18", num_classes=2, in_chans=3, img_size=SIDE).eval()
+    images = torch.zeros(3, 3, SIDE, SIDE)
+    pairs = map_choice.candidates(model, images)
+    assert pairs == [(method, layer) for layer in ("layer2", "layer1") for method in ("gradcam", "hirescam",
+                                                                                          "layercam")]
+    monkeypatch.setattr(map_choice, "explain_images", lambda model, images, targets, method, layer: Maps(
+        np.full((len(images), 4, 4), pairs.index((method, layer)), dtype=np.float32), method, layer, (8, 8)))
+    monkeypatch.setattr(map_choice, "deletion_insertion", lambda model, images, maps, targets: SimpleNamespace(
+        score=scores[int(maps[0, 0, 0])]))
+    monkeypatch.setattr(map_choice, "similarity", lambda trained, random: randomised[int(trained[0, 0, 0])])
+    choice = map_choice.choose_method(model, images, [0, 1, 0], split="val")
+    assert (choice.method, choice.layer) == pairs[chosen] and choice.images == 3
+    assert list(choice.scores.values()) == scores and list(choice.scores)[0] == "gradcam at layer2"
+    assert choice.reason.startswith(f"{choice.name}: ") and "on 3 val images" in choice.reason
+    barred = choice.reason.partition("barred, like a random-weights model's maps: ")[2]
+    assert ("layercam at layer2" in barred) == (randomised[2] > map_choice.LIKE_RANDOM)
+    assert map_choice.MapChoice.of_dict(choice.to_dict()) == choice
+    vit = imgcls.create_model("vit", num_classes=2, in_chans=1, img_size=SIDE, patch_size=8, width=32, depth=1,
+                              heads=2).eval()
+    rollout = map_choice.choose_method(vit, torch.zeros(3, 1, SIDE, SIDE), [0, 1, 0])
+    assert (rollout.method, rollout.layer, rollout.scores) == ("rollout", None, {})
+
+
+def test_auto_on_a_trained_cnn_measures_every_cam_and_draws_the_most_faithful(cnn, cue_data):
+    from imgcls.engine.map_choice import MARGIN, choose_method
+
+    batch = _marked_test_batch(cue_data, cnn)[:12]
+    marked = [cnn.class_names.index("marked")] * len(batch)
+    choice = choose_method(cnn.model, batch, marked, split="test")
+    assert list(choice.scores) == [f"{method} at {layer}" for layer in ("features", "features.11")
+                                   for method in ("gradcam", "hirescam", "layercam")]  # 8x8, then 16x16
+    best = max(choice.scores.values())
+    assert choice.scores[choice.name] == best or choice.scores["gradcam at features"] > best - MARGIN
+    assert _peak_in_patch(explain_images(cnn.model, batch, marked, choice.method, choice.layer).maps) >= 0.8
+    assert choice.name == "gradcam at features" or choice.randomised[choice.name] <= 0.5  # the default: 0.50
+    given = imgcls.explain(cnn.run_dir, [cue_data / "test" / "marked" / "3.png"], out=cue_data.parent / "given")
+    assert f"{given[0]['method']} at {given[0]['layer']}" in choice.scores
+    assert "on 1 given images" in given[0]["chosen_because"]

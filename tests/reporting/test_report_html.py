@@ -89,9 +89,19 @@ def test_the_report_says_where_its_maps_come_from_and_warns_when_they_are_coarse
     recipe = imgcls.train("fashion-mnist", recipe="fashion-mnist", data_root=str(fmnist_root), epochs=1,
                           max_per_class=30, workers=0, runs_dir=str(tmp_path), name="recipe")
     looked = json.loads((recipe.run_dir / "looked_at.json").read_text())
-    assert looked["source"].endswith("(7x7)") and 1 <= looked["scored_images"] <= 16
+    assert looked["source"].endswith(("(7x7)", "(14x14)")) and 1 <= looked["scored_images"] <= 16
     text = (recipe.run_dir / "report.html").read_text()
     assert f"Maps: {looked['source']}" in text and f"{looked['faithfulness']:.2f}" in text
+    choice = looked["choice"]  # auto: the CAM most faithful on the val split (engine/map_choice)
+    assert list(choice["scores"]) == [f"{method} at {layer}" for layer in ("features.17", "features.10")
+                                      for method in ("gradcam", "hirescam", "layercam")] and choice["split"] == "val"
+    assert looked["source"].startswith(f"{choice['method']} at {choice['layer']} (")
+    assert looked["chosen_because"] in text
+    image = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)).save(image)
+    again = imgcls.explain(recipe.run_dir, [image], out=tmp_path / "explained")  # the report's choice, reused
+    assert (again[0]["method"], again[0]["layer"]) == (choice["method"], choice["layer"])
+    assert again[0]["chosen_because"].endswith("in the run's report")
     _, vit = two_runs
     warning = json.loads((vit / "looked_at.json").read_text())["warning"]
     assert "the map is 4x4" in warning and "smaller patches" in warning

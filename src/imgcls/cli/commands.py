@@ -311,8 +311,9 @@ def add_explain(commands) -> None:
     p.add_argument("run", metavar="RUN", help="run folder (or its best.safetensors)")
     p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
     p.add_argument("--method", default="auto", help="auto | gradcam | gradcam++ | hirescam | eigencam | layercam | "
-                   "rollout (ViTs); auto: rollout for ViTs, Grad-CAM for CNNs with global pooling, HiResCAM for "
-                   "others")
+                   "rollout (ViTs); auto: rollout for ViTs; for CNNs the one of Grad-CAM, HiResCAM and LayerCAM "
+                   "measured most faithful for the model (the run's report's choice, else measured on the first "
+                   "images)")
     p.add_argument("--layer", metavar="NAME", help="module a CAM is taken at, e.g. layer3 (default: the deepest "
                    "whose map is at least 7x7; a ViT's last block)")
     p.add_argument("--target", metavar="CLASS", help="class (name or index) to explain (default: the predicted one)")
@@ -340,6 +341,8 @@ def _run_explain(args) -> int:
     explained = [result for result in results if "figure" in result]
     if explained:
         first = explained[0]
+        if first["chosen_because"]:
+            console.print(f"method {escape(first['chosen_because'])}")
         console.print(f"maps: {escape(first['source'])}; faithfulness is the "
                       f"deletion/insertion score (about 0 for a random map, near 1 at best); figures and grid.png in "
                       f"{Path(first['figure']).parent}")

@@ -19,6 +19,7 @@ from imgcls.errors import ImgclsError, first_line
 METHODS = ("auto", "gradcam", "gradcam++", "hirescam", "eigencam", "layercam", "rollout")
 CAM_CLASSES = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "eigencam": EigenCAM,
                "layercam": LayerCAM}
+CAM_CANDIDATES = ("gradcam", "hirescam", "layercam")  # what `auto` compares on a CNN (engine/map_choice)
 MIN_GRID = 7  # cells a side a CNN's map needs to point at a region (resnet18's last map at 224 px)
 
 
@@ -133,9 +134,23 @@ def cam_layer(model, example, name: str | None = None) -> CamLayer:
         raise ImgclsError(f"{getattr(model, 'imgcls_name', type(model).__name__)} has no spatial feature map to "
                           f"explain (no convolution or patch tokens); explain works on CNNs and ViTs")
     fine = [layer for layer in spatial if min(layer[2]) >= MIN_GRID]
-    grid = fine[-1][2] if fine else max((layer[2] for layer in spatial), key=min)
-    # of the modules giving that map, the outermost (a stage, not the first conv of the next block); the last
-    # of those to finish is the deepest
+    return _stage_of(spatial, fine[-1][2] if fine else max((layer[2] for layer in spatial), key=min))
+
+
+def finer_cam_layer(model, example) -> CamLayer | None:
+    """The layer cam_layer's rule picks one resolution finer (a CNN's next finer stage: resnet18's layer1 where
+    it picks layer2; ConvNeXt's stem where it picks stages.1), or None (a ViT, or no finer map)."""
+    if is_vit(model):
+        return None
+    spatial = spatial_layers(model, example)
+    chosen = cam_layer(model, example).grid
+    finer = [grid for _, _, grid in spatial if min(grid) > min(chosen)]
+    return _stage_of(spatial, min(finer, key=min)) if finer else None
+
+
+def _stage_of(spatial: list[tuple[str, nn.Module, tuple[int, int]]], grid: tuple[int, int]) -> CamLayer:
+    """Of the modules giving a `grid` map, the outermost (a stage, not the first conv of the next block); of
+    those, the last to finish (the deepest)."""
     same = [layer for layer in spatial if layer[2] == grid]
     outermost = min(name.count(".") for name, _, _ in same)
     name, module, _ = [layer for layer in same if layer[0].count(".") == outermost][-1]

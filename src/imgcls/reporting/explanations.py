@@ -3,7 +3,7 @@ one PNG per image and grids of many (the report's mistakes and correct examples)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,14 @@ class LookedAt:
     faithfulness: float
     scored: int
     warning: str | None
+    choice: dict = field(default_factory=dict)  # engine/map_choice.MapChoice.to_dict(): how the method was chosen
+    chosen_because: str = ""  # the same in words
 
     def summary(self) -> dict:
         """What the report states about the maps (the run folder's looked_at.json)."""
         return {"split": self.split, "source": self.source, "faithfulness": round(self.faithfulness, 4),
-                "scored_images": self.scored, "warning": self.warning}
+                "scored_images": self.scored, "warning": self.warning, "choice": self.choice,
+                "chosen_because": self.chosen_because}
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:

@@ -63,7 +63,8 @@ def _looked_at_notes(summary: dict | None) -> dict:
     be read as evidence, a warning saying why."""
     if not summary:
         return {}
-    note = (f"Maps: {summary['source']}. Faithfulness (deletion/insertion over {summary['scored_images']} of "
+    chosen = f" Method {summary['chosen_because']}." if summary.get("chosen_because") else ""
+    note = (f"Maps: {summary['source']}.{chosen} Faithfulness (deletion/insertion over {summary['scored_images']} of "
             f"these images): {summary['faithfulness']:.2f}. Greying out the most highlighted pixels first should "
             f"make the predicted class's probability fall at once, and revealing them first should make it rise: "
             f"the score is the area under the second curve minus the area under the first, about 0 for random "

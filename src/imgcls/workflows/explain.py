@@ -10,12 +10,14 @@ from imgcls.atomic import check_replaceable
 from imgcls.data.folders import image_files
 from imgcls.data.images import decode_files
 from imgcls.data.transforms import normalize_batch
-from imgcls.engine.explain import METHODS, explain_images, resolve_method
+from imgcls.engine.explain import METHODS, explain_images, is_vit, resolve_method
 from imgcls.engine.faithfulness import deletion_insertion
+from imgcls.engine.map_choice import MapChoice, choose_method
 from imgcls.engine.inference import predict_probabilities
 from imgcls.errors import ImgclsError
 from imgcls.reporting import catalog
 from imgcls.reporting.explanations import Explained, explanation_figure, explanation_grid
+from imgcls.workflows.looked_at import SCORED
 from imgcls.workflows.predict import LoadedModel, load
 
 
@@ -28,16 +30,17 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
     path, map ((H, W) float32 in [0, 1] at the model's input size), predicted and probability, target and
     target_probability, figure, method, layer, grid and source (where the map comes from, in words),
     faithfulness (the map's deletion/insertion score: about 0 for a random map, near 1 at best) and warning (why
-    not to read the map as evidence, or None); or path and error for an unreadable file. `method` auto picks
-    rollout for ViTs (Grad-CAM with a --target), Grad-CAM for CNNs with global pooling, HiResCAM for others;
-    `layer` names the module a CAM is taken at (default: the deepest with a map of at least 7x7).
+    not to read the map as evidence, or None), chosen_because (how `auto` chose the method); or path and error
+    for an unreadable file. `method` auto picks rollout for ViTs (Grad-CAM with a --target) and, for a CNN, the
+    CAM measured most faithful for this model (Grad-CAM, HiResCAM or LayerCAM: engine/map_choice); `layer` names the module a CAM is taken at (default: the deepest with a map of at least 7x7).
     """
     if method not in METHODS:
         raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     loaded = load(run)
     chosen = _class_index(target, loaded.class_names)
-    method = resolve_method(loaded.model, method, class_specific=chosen is not None)
     files = image_files(inputs)
+    method, layer, choice, recorded = _method_for(loaded, method, chosen, layer, files)
+    because = "" if choice is None else f"{choice.reason}, in the run's report" if recorded else choice.reason
     folder = _output_folder(loaded, method, out)
     results: list[dict] = []
     explained: list = []
@@ -56,10 +59,29 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
             results.append({**_result(files[start + position], probs[row], targets[row], maps.maps[row],
                                       loaded.class_names),
                             "method": method, "layer": maps.layer, "grid": list(maps.grid), "source": maps.source,
-                            "faithfulness": float(scores[row]), "warning": maps.coarse})
+                            "faithfulness": float(scores[row]), "warning": maps.coarse, "chosen_because": because})
             explained.append(images[row])
     _write_figures(folder, [r for r in results if "map" in r], explained, method)
     return sorted(results, key=lambda result: files.index(Path(result["path"])))
+
+
+def _method_for(loaded: LoadedModel, method: str, target: int | None, layer: str | None,
+                files: list[Path]) -> tuple[str, str | None, MapChoice | None, bool]:
+    """The method and layer the maps are drawn with, how `auto` chose them and whether the run's report did: as
+    asked; for `auto` on a CNN, the candidate measured most faithful for this model (engine/map_choice): the run's
+    report's choice (RUN/looked_at.json) unless a --layer is given, else measured here on the first images."""
+    model = loaded.model
+    if method != "auto" or is_vit(model):
+        return resolve_method(model, method, class_specific=target is not None), layer, None, False
+    recorded = MapChoice.of_dict((loaded.run.read_looked_at() or {}).get("choice")) if loaded.run else None
+    if layer is None and recorded is not None:
+        return recorded.method, recorded.layer, recorded, True
+    images, positions, _ = decode_files(files[:SCORED], loaded.img_size, loaded.in_chans, loaded.interpolation)
+    batch = normalize_batch(torch.from_numpy(images), loaded.mean, loaded.std)
+    targets: list[int] = [] if not positions else [target] * len(batch) if target is not None else \
+        predict_probabilities(model, [batch], loaded.tta, temperature=loaded.temperature).argmax(1).tolist()
+    choice = choose_method(model, batch, targets, layer, split="given")
+    return choice.method, choice.layer, choice, False
 
 
 def _class_index(target: str | None, class_names: list[str]) -> int | None:

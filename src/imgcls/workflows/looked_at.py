@@ -1,6 +1,7 @@
-"""The report's "what the model looked at": Grad-CAM of a held-out split's most confident mistakes and of a
-few correct images per class, for the figures of a run or an evaluation, with how far the maps can be trusted
-(their grid, and their deletion/insertion faithfulness)."""
+"""The report's "what the model looked at": class-activation maps (the CAM measured most faithful for the
+model) of a held-out split's most confident mistakes and of a few correct images per class, for the figures of a
+run or an evaluation, with how far the maps can be trusted (their grid, and their deletion/insertion
+faithfulness)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from imgcls.data import DataBundle
 from imgcls.data.transforms import normalize_batch
 from imgcls.engine.explain import explain_images
 from imgcls.engine.faithfulness import deletion_insertion, trust_warning
+from imgcls.engine.map_choice import MapChoice, choose_method
 from imgcls.errors import ImgclsError
 from imgcls.reporting.explanations import Explained, LookedAt
 from imgcls.workflows.predict import LoadedModel
@@ -24,13 +26,30 @@ SCORED = 16  # images whose maps' faithfulness is measured (22 forward passes ea
 
 def explain_held_out(loaded: LoadedModel, bundle: DataBundle,
                      predictions: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> LookedAt | None:
-    """What the model looked at in the test split (else val, else all); None when there is nothing to explain."""
+    """What the model looked at in the test split (else val, else all), drawn by the CAM measured most faithful
+    on the val split (else the same split); None when there is nothing to explain."""
     split = next((name for name in ("test", "val", "all") if name in predictions), None)
     if split is None:
         return None
+    try:
+        choice = _measured_choice(loaded, bundle, predictions, "val" if "val" in predictions else split)
+    except ImgclsError:  # nothing to explain: an MLP has no spatial map
+        return None
     probs, labels = predictions[split]
-    return looked_at(loaded.model, bundle.splits[split].images, probs.numpy(), labels.numpy(), loaded.class_names,
-                     loaded.mean, loaded.std, split)
+    return looked_at(loaded, bundle.splits[split].images, probs.numpy(), labels.numpy(), split, choice)
+
+
+def _measured_choice(loaded: LoadedModel, bundle: DataBundle,
+                     predictions: dict[str, tuple[torch.Tensor, torch.Tensor]], split: str) -> MapChoice:
+    """`auto` for this model: each candidate's maps of SCORED images spread over `split`, for the predicted
+    classes, scored by deletion/insertion (engine/map_choice)."""
+    probs = predictions[split][0]
+    rows = np.linspace(0, len(probs) - 1, min(SCORED, len(probs))).round().astype(int)
+    images = bundle.splits[split].images
+    batch = torch.as_tensor(np.asarray(images[torch.as_tensor(rows)] if isinstance(images, torch.Tensor)
+                                       else images[rows]))
+    normalized = normalize_batch(batch, loaded.mean, loaded.std)
+    return choose_method(loaded.model, normalized, probs[rows].argmax(1).tolist(), split=split)
 
 
 def say_if_untrusted(looked: LookedAt | None) -> None:
@@ -40,10 +59,11 @@ def say_if_untrusted(looked: LookedAt | None) -> None:
                             f"{looked.warning}", markup=True, highlight=False)
 
 
-def looked_at(model, images, probs: np.ndarray, labels: np.ndarray, class_names: list[str], mean, std,
-              split: str) -> LookedAt | None:
-    """The maps of one split's most confident mistakes and correct images, with where they come from and their
-    faithfulness; None when the model has nothing to explain (an MLP) or the split has no images."""
+def looked_at(loaded: LoadedModel, images, probs: np.ndarray, labels: np.ndarray, split: str,
+              choice: MapChoice) -> LookedAt | None:
+    """The maps of one split's most confident mistakes and correct images, drawn with the chosen method, with
+    where they come from and their faithfulness; None when the split has no images."""
+    class_names = loaded.class_names
     chosen = _chosen(probs, labels, len(class_names))
     if not any(chosen.values()):
         return None
@@ -51,13 +71,11 @@ def looked_at(model, images, probs: np.ndarray, labels: np.ndarray, class_names:
     batch = images[torch.as_tensor(picked)] if isinstance(images, torch.Tensor) else images[picked]
     batch = torch.as_tensor(np.asarray(batch))
     predicted = probs[picked].argmax(1)
-    normalized = normalize_batch(batch, mean, std)
-    try:  # CAMs of the class it predicted; a ViT's attention rollout (measured far closer to the evidence)
-        maps = explain_images(model, normalized, predicted.tolist())
-    except ImgclsError:
-        return None
+    normalized = normalize_batch(batch, loaded.mean, loaded.std)
+    maps = explain_images(loaded.model, normalized, predicted.tolist(), choice.method, choice.layer)
     scored = np.linspace(0, len(picked) - 1, min(SCORED, len(picked))).round().astype(int)  # mistakes and correct
-    faithfulness = deletion_insertion(model, normalized[scored], maps.maps[scored], predicted[scored].tolist())
+    faithfulness = deletion_insertion(loaded.model, normalized[scored], maps.maps[scored],
+                                      predicted[scored].tolist())
     groups, offset = {}, 0
     for correct, rows in chosen.items():
         items: list[Explained] = []
@@ -70,7 +88,7 @@ def looked_at(model, images, probs: np.ndarray, labels: np.ndarray, class_names:
         if items:
             groups[correct] = items
     return LookedAt(split, groups, maps.source, faithfulness.score, len(scored),
-                    trust_warning(maps.coarse, faithfulness.score))
+                    trust_warning(maps.coarse, faithfulness.score), choice.to_dict(), choice.reason)
 
 
 def _chosen(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[bool, list[int]]:
