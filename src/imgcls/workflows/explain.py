@@ -12,8 +12,8 @@ from imgcls.data.images import decode_files
 from imgcls.data.transforms import normalize_batch
 from imgcls.engine.explain import METHODS, explain_images, is_vit, resolve_method
 from imgcls.engine.faithfulness import deletion_insertion
-from imgcls.engine.map_choice import MapChoice, choose_method
 from imgcls.engine.inference import predict_probabilities
+from imgcls.engine.map_choice import MapChoice, choose_method
 from imgcls.errors import ImgclsError
 from imgcls.reporting import catalog
 from imgcls.reporting.explanations import Explained, explanation_figure, explanation_grid
@@ -32,7 +32,8 @@ def explain(run: str | Path, inputs: list[str | Path], method: str = "auto", tar
     faithfulness (the map's deletion/insertion score: about 0 for a random map, near 1 at best) and warning (why
     not to read the map as evidence, or None), chosen_because (how `auto` chose the method); or path and error
     for an unreadable file. `method` auto picks rollout for ViTs (Grad-CAM with a --target) and, for a CNN, the
-    CAM measured most faithful for this model (Grad-CAM, HiResCAM or LayerCAM: engine/map_choice); `layer` names the module a CAM is taken at (default: the deepest with a map of at least 7x7).
+    CAM measured most faithful for this model (Grad-CAM, HiResCAM or LayerCAM: engine/map_choice); `layer` names
+    the module a CAM is taken at (default: the deepest with a map of at least 7x7).
     """
     if method not in METHODS:
         raise ImgclsError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")

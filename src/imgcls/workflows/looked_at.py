@@ -45,10 +45,7 @@ def _measured_choice(loaded: LoadedModel, bundle: DataBundle,
     classes, scored by deletion/insertion (engine/map_choice)."""
     probs = predictions[split][0]
     rows = np.linspace(0, len(probs) - 1, min(SCORED, len(probs))).round().astype(int)
-    images = bundle.splits[split].images
-    batch = torch.as_tensor(np.asarray(images[torch.as_tensor(rows)] if isinstance(images, torch.Tensor)
-                                       else images[rows]))
-    normalized = normalize_batch(batch, loaded.mean, loaded.std)
+    normalized = normalize_batch(_rows(bundle.splits[split].images, rows), loaded.mean, loaded.std)
     return choose_method(loaded.model, normalized, probs[rows].argmax(1).tolist(), split=split)
 
 
@@ -68,8 +65,7 @@ def looked_at(loaded: LoadedModel, images, probs: np.ndarray, labels: np.ndarray
     if not any(chosen.values()):
         return None
     picked = np.concatenate([np.asarray(rows, dtype=np.int64) for rows in chosen.values()])
-    batch = images[torch.as_tensor(picked)] if isinstance(images, torch.Tensor) else images[picked]
-    batch = torch.as_tensor(np.asarray(batch))
+    batch = _rows(images, picked)
     predicted = probs[picked].argmax(1)
     normalized = normalize_batch(batch, loaded.mean, loaded.std)
     maps = explain_images(loaded.model, normalized, predicted.tolist(), choice.method, choice.layer)
@@ -89,6 +85,12 @@ def looked_at(loaded: LoadedModel, images, probs: np.ndarray, labels: np.ndarray
             groups[correct] = items
     return LookedAt(split, groups, maps.source, faithfulness.score, len(scored),
                     trust_warning(maps.coarse, faithfulness.score), choice.to_dict(), choice.reason)
+
+
+def _rows(images, rows: np.ndarray) -> torch.Tensor:
+    """Rows of a split's uint8 images (a tensor, or a memory-mapped array) as a tensor."""
+    picked = images[torch.as_tensor(rows)] if isinstance(images, torch.Tensor) else images[rows]
+    return torch.as_tensor(np.asarray(picked))
 
 
 def _chosen(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[bool, list[int]]:
